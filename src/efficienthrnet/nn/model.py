@@ -1,0 +1,88 @@
+"""EfficientHRNet: compact EfficientNet backbone -> high-resolution network -> HigherHRNet head.
+
+    model = EfficientHRNet(generate_config(phi, rule="reference"))
+    variables = model.init(key, x, train=False)              # x: [B, H, W, 3], H and W % 32 == 0
+    out4, out2 = model.apply(variables, x, train=False)
+    (out4, out2), updates = model.apply(variables, x, train=True, mutable=["batch_stats"],
+                                        rngs={"dropout": key})
+    taps = model.apply(variables, x, method=EfficientHRNet.backbone_taps)
+
+Top-level submodules are `backbone`, `hrnet` and `head` (other tools count parameters per part).
+`dtype` is the computation dtype (e.g. jnp.bfloat16); parameters stay float32 and the outputs
+are returned as float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from efficienthrnet.config import ModelConfig
+from efficienthrnet.nn.efficientnet import EfficientNet
+from efficienthrnet.nn.head import Head
+from efficienthrnet.nn.hrnet import HRNet
+
+
+def network_stride(config: ModelConfig) -> int:
+    """The factor input height and width must be divisible by (the deepest tap's stride)."""
+    return max(config.backbone.tap_strides)
+
+
+def check_input(x: jax.Array, config: ModelConfig) -> None:
+    """Raise a clear ValueError unless `x` is NHWC with H and W divisible by the network stride."""
+    if x.ndim != 4:
+        raise ValueError(f"EfficientHRNet expects NHWC input [B, H, W, C], got shape {tuple(x.shape)}")
+    stride = network_stride(config)
+    h, w = x.shape[1], x.shape[2]
+    if h % stride or w % stride or h == 0 or w == 0:
+        raise ValueError(
+            f"input height and width must be positive multiples of {stride}, got {h}x{w}; "
+            f"pad or resize the image to e.g. {-(-h // stride) * stride}x{-(-w // stride) * stride}"
+        )
+
+
+class EfficientHRNet(nn.Module):
+    """The full bottom-up pose network for one ModelConfig (any phi, any scaling rule)."""
+
+    config: ModelConfig
+    dtype: Any = jnp.float32
+    depthwise_impl: str = "auto"
+
+    def setup(self) -> None:
+        self.backbone = EfficientNet(self.config.backbone, self.dtype, self.depthwise_impl)
+        self.hrnet = HRNet(self.config.hrnet, self.dtype)
+        self.head = Head(self.config.head, self.dtype)
+
+    def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, ...]:
+        """(out4 [B,H/4,W/4,quarter_channels], out2 [B,H/2,W/2,half_channels]), float32."""
+        check_input(x, self.config)
+        taps = self.backbone(x, train)
+        features = self.hrnet(taps, train)
+        return tuple(o.astype(jnp.float32) for o in self.head(features, train))
+
+    def backbone_taps(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, ...]:
+        """The backbone features fed to the HR network (strides `config.backbone.tap_strides`)."""
+        check_input(x, self.config)
+        return tuple(t.astype(jnp.float32) for t in self.backbone(x, train))
+
+
+def init_shapes(config: ModelConfig, input_size: int | None = None, **module_kwargs) -> dict:
+    """The variables' shapes/dtypes of `EfficientHRNet(config)` without computing anything."""
+    size = input_size or config.input_size
+    model = EfficientHRNet(config, **module_kwargs)
+    x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    return jax.eval_shape(lambda k, x: model.init(k, x, train=False), jax.random.key(0), x)
+
+
+def count_params(tree) -> int:
+    """Number of scalars in a pytree of arrays or ShapeDtypeStructs."""
+    total = 0
+    for leaf in jax.tree_util.tree_leaves(tree):
+        n = 1
+        for d in leaf.shape:
+            n *= int(d)
+        total += n
+    return total
