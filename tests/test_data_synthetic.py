@@ -1,0 +1,89 @@
+"""The synthetic generator writes valid, deterministic COCO keypoint data."""
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from efficienthrnet.data.coco import CocoKeypoints
+from efficienthrnet.data.synthetic import make_synthetic_dataset
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    summary = make_synthetic_dataset(root, num_images=40, image_size=128, seed=3, val_fraction=0.25)
+    return root, summary
+
+
+def test_summary_and_layout(synth):
+    root, summary = synth
+    assert summary["train"]["images"] == 30 and summary["val"]["images"] == 10
+    assert len(list((root / "train").glob("*.jpg"))) == 30 and len(list((root / "val").glob("*.jpg"))) == 10
+    data = json.loads((root / "annotations" / "person_keypoints_val.json").read_text())
+    cat = data["categories"][0]
+    assert cat["id"] == 1 and len(cat["keypoints"]) == 17 and [16, 14] in cat["skeleton"]
+    ids = [a["id"] for split in ("train", "val")
+           for a in json.loads((root / "annotations" / f"person_keypoints_{split}.json").read_text())["annotations"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_content_has_every_annotation_kind(synth):
+    root, _ = synth
+    ds = CocoKeypoints.from_spec(f"synthetic:{root}", "train")
+    anns = ds.coco.dataset["annotations"]
+    people = [a for a in anns if a["num_keypoints"] > 0]
+    per_image = np.bincount([a["image_id"] for a in people])
+    vis = np.array([a["keypoints"][2::3] for a in people])
+    assert 1 <= per_image[per_image > 0].min() and per_image.max() <= 8
+    assert any(a["iscrowd"] for a in anns) and any(a["num_keypoints"] == 0 and not a["iscrowd"] for a in anns)
+    assert (vis == 1).sum() > 5 and (vis == 0).sum() > 20 and (vis == 2).mean() > 0.75
+    heights = np.array([a["bbox"][3] for a in people])
+    assert np.median(heights) > 128 / 3
+    for a in people:
+        assert a["area"] == pytest.approx(0.53 * a["bbox"][2] * a["bbox"][3], abs=0.01)
+        assert a["num_keypoints"] == int((np.array(a["keypoints"][2::3]) > 0).sum())
+    # Visible joints are drawn as coloured discs: strongly saturated pixels at v=2 joints.
+    sat = []
+    for i in range(5):
+        s = ds[i]
+        for person in s.keypoints:
+            for x, y, v in person:
+                if v == 2:
+                    px = s.image[int(round(y)), int(round(x))].astype(int)
+                    sat.append(px.max() - px.min())
+    assert np.median(sat) > 90
+
+
+def test_ground_truth_scores_ap_one(synth):
+    root, _ = synth
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(root / "annotations" / "person_keypoints_val.json"))
+        results = [{"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"], "score": 1.0}
+                   for a in gt.dataset["annotations"] if a["num_keypoints"] > 0]
+        ev = COCOeval(gt, gt.loadRes(results), "keypoints")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert len(results) > 10
+    assert ev.stats[0] == pytest.approx(1.0)
+
+
+def test_same_seed_same_bytes(tmp_path, synth):
+    root, _ = synth
+    make_synthetic_dataset(tmp_path / "a", num_images=40, image_size=128, seed=3, val_fraction=0.25)
+    make_synthetic_dataset(tmp_path / "b", num_images=40, image_size=128, seed=4, val_fraction=0.25)
+    same = (tmp_path / "a" / "annotations" / "person_keypoints_train.json").read_bytes()
+    assert same == (root / "annotations" / "person_keypoints_train.json").read_bytes()
+    assert same != (tmp_path / "b" / "annotations" / "person_keypoints_train.json").read_bytes()
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="image_size 16"):
+        make_synthetic_dataset(tmp_path, 4, image_size=16)
+    with pytest.raises(ValueError, match="num_images 1"):
+        make_synthetic_dataset(tmp_path, 1, val_fraction=0.5)
