@@ -73,6 +73,14 @@ def make_training_example(
     }
 
 
+def _ensure_absl_flags_parsed() -> None:
+    """grain's worker processes read absl flags; outside an absl app they were never parsed."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
 def _default_shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
     if shard_index is None or shard_count is None:
         import jax  # only when the caller leaves sharding to the JAX process layout
@@ -151,6 +159,7 @@ class TrainLoader:
         read = grain.ReadOptions(num_threads=self.num_threads, prefetch_buffer_size=max(2 * self.num_threads, 1))
         it_ds = ds.to_iter_dataset(read)
         if self.num_workers > 0:
+            _ensure_absl_flags_parsed()
             it_ds = it_ds.mp_prefetch(
                 grain.MultiprocessingOptions(num_workers=self.num_workers, per_worker_buffer_size=2)
             )
