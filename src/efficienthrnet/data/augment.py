@@ -147,6 +147,8 @@ def apply_affine(
 
 def normalize_image(image: np.ndarray, config: AugmentConfig = AugmentConfig()) -> np.ndarray:
     """uint8 RGB -> float32 (x / 255 - mean) / std per channel."""
-    mean = np.asarray(config.mean, dtype=np.float32)
-    std = np.asarray(config.std, dtype=np.float32)
-    return (image.astype(np.float32) * np.float32(1.0 / 255.0) - mean) / std
+    # x * (1 / (255 std)) - mean / std, with OpenCV's vectorised per-channel scalar ops: about
+    # twice as fast as numpy broadcasting on this hot path.
+    scale = tuple(1.0 / (255.0 * s) for s in config.std) + (0.0,)
+    offset = tuple(m / s for m, s in zip(config.mean, config.std, strict=True)) + (0.0,)
+    return cv2.subtract(cv2.multiply(image.astype(np.float32), scale), offset)
