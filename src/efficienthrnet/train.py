@@ -458,7 +458,8 @@ def prepare_run_dir(run_dir: Path, model_config: ModelConfig, config: TrainConfi
         check_same_architecture(stored, model_config, f"run dir {run_dir}")
     if jax.process_index() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        record = {"model": model_config.to_dict(), "train": config.to_dict(), "data": data_spec}
+        data = data_spec if data_spec is None or isinstance(data_spec, str) else repr(data_spec)
+        record = {"model": model_config.to_dict(), "train": config.to_dict(), "data": data}
         (run_dir / CONFIG_FILE).write_text(json.dumps(record, indent=2))
 
 
@@ -503,21 +504,24 @@ class MetricsWriter:
 # ------------------------------------------------------------------------------ input pipeline
 
 
-def make_train_loader(data_spec: str, model_config: ModelConfig, config: TrainConfig):
-    """This process's share of the training stream: an iterator of batch dicts with
-    ``get_state()`` / ``set_state()`` (the data pipeline's loader)."""
-    from efficienthrnet.data import pipeline
+def make_train_loader(data_spec: Any, model_config: ModelConfig, config: TrainConfig):
+    """This process's share of the training stream: the data pipeline's infinite loader with
+    ``get_state()`` / ``set_state()``, at the model's input size and the per-process batch.
 
-    return pipeline.make_train_loader(
+    ``data_spec`` is a spec string ("synthetic:DIR", "coco:DIR") or an opened `CocoKeypoints`.
+    """
+    from efficienthrnet.data.pipeline import build_train_loader
+
+    return build_train_loader(
         data_spec,
         input_size=model_config.input_size,
         batch_size=config.batch_size // jax.process_count(),
-        keypoints=model_config.keypoints,
-        max_people=config.max_people,
         seed=config.seed,
+        schema=model_config.keypoints,
         num_workers=config.num_workers,
         shard_index=jax.process_index(),
         shard_count=jax.process_count(),
+        max_people=config.max_people,
     )
 
 
@@ -644,6 +648,8 @@ def train(
         progress.close()
         writer.close()
         manager.close()
+        if hasattr(loader, "close"):
+            loader.close()  # stops prefetch threads and worker processes
     return {
         "run_dir": str(run_dir),
         "step": int(jax.device_get(state.step)),
@@ -665,9 +671,13 @@ def checkpoint_steps(run_dir: str | os.PathLike) -> list[int]:
 
 
 def load_for_inference(
-    run_dir: str | os.PathLike, step: int | None = None
+    run_dir: str | os.PathLike, step: int | None = None, *, model: nn.Module | None = None
 ) -> tuple[ModelConfig, nn.Module, dict[str, Any]]:
-    """Model config, module and ``{"params", "batch_stats"}`` of a run's checkpoint (latest by default)."""
+    """Model config, module and ``{"params", "batch_stats"}`` of a run's checkpoint (latest by default).
+
+    The model config is the one trained (at the training input size); ``model`` overrides the
+    module built from it (for custom networks trained through ``train(model=...)``).
+    """
     run_dir = Path(run_dir)
     model_config = ModelConfig.from_dict(_read_run_config(run_dir)["model"])
     steps = checkpoint_steps(run_dir)
@@ -677,7 +687,7 @@ def load_for_inference(
         step = steps[-1]
     elif step not in steps:
         raise FileNotFoundError(f"{run_dir} has no checkpoint at step {step}; it has steps {steps}")
-    model = build_model(model_config)
+    model = build_model(model_config) if model is None else model
     manager = checkpoint_manager(run_dir, read_only=True)
     try:
         restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
