@@ -1,0 +1,59 @@
+"""Decode time per image on 512x512 maps (J=17, T=2 tags as with flip test), refine on.
+
+Prints one JSON object per line: people, total_ms (median over repeats) and one <stage>_ms
+field per decode stage, plus whether the output equals the literal reference port
+(`tests/test_decode_oracle.py`). Run: .venv/bin/python benchmarks/decode.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_decode_oracle import oracle_decode, render_people  # noqa: E402
+
+from efficienthrnet.decode import STAGES, DecodeConfig, decode  # noqa: E402
+from efficienthrnet.keypoints import COCO17  # noqa: E402
+
+
+def bench(num_people: int, size: int, repeats: int, check: bool, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    # sigma 4: the 1/2-resolution sigma-2 Gaussians after projection to input resolution.
+    heat, tags = render_people(rng, size, size, num_people, sigma=4.0, missing=0.15)
+    cfg = DecodeConfig()
+    runs = [decode(heat, tags, COCO17, cfg, return_timings=True) for _ in range(repeats + 1)][1:]
+    row = {"people": num_people, "map": f"{size}x{size}", "found": runs[0].num_people}
+    row["total_ms"] = round(float(np.median([r.timings_ms["total"] for r in runs])), 2)
+    for stage in STAGES:
+        row[f"{stage}_ms"] = round(float(np.median([r.timings_ms[stage] for r in runs])), 2)
+    if check:
+        start = time.perf_counter()
+        people, scores = oracle_decode(heat, tags, COCO17.grouping_order, cfg)
+        row["reference_port_ms"] = round((time.perf_counter() - start) * 1e3, 1)
+        row["same_as_reference"] = bool(
+            people.shape == runs[0].as_array().shape
+            and np.allclose(people, runs[0].as_array(), atol=1e-5)
+            and np.allclose(scores, runs[0].scores, atol=1e-6)
+        )
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--people", type=int, nargs="+", default=[5, 20])
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--no-check", action="store_true", help="skip the comparison with the reference port")
+    args = parser.parse_args()
+    for n in args.people:
+        print(json.dumps(bench(n, args.size, args.repeats, not args.no_check)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
