@@ -158,19 +158,29 @@ def find_peaks(heatmaps: np.ndarray, kernel: int, threshold: float) -> tuple[np.
         pix, jj = np.divmod(flat, j)
         yy, xx = np.divmod(pix, w)
         return yy, xx, jj
+    heat_flat = heatmaps.reshape(-1)
+    val = heat_flat[flat]
     pix, jj = np.divmod(flat, j)
     yy, xx = np.divmod(pix, w)
-    val = heatmaps[yy, xx, jj]
     # Nearest neighbours first: they reject most non-peaks, so later offsets test fewer pixels.
     offsets = sorted(
         ((dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if (dy, dx) != (0, 0)),
         key=lambda o: (max(abs(o[0]), abs(o[1])), o),
     )
+    # Interior pixels read their window by flat offsets; the few near the border clamp coordinates.
+    inner = (yy >= r) & (yy < h - r) & (xx >= r) & (xx < w - r)
+    kept_inner = flat[inner]
+    inner_val = val[inner]
     for dy, dx in offsets:
-        nb = heatmaps[np.clip(yy + dy, 0, h - 1), np.clip(xx + dx, 0, w - 1), jj]
-        keep = val >= nb
-        if not keep.all():
-            yy, xx, jj, val = yy[keep], xx[keep], jj[keep], val[keep]
+        keep = inner_val >= heat_flat.take(kept_inner + (dy * w + dx) * j)
+        kept_inner, inner_val = kept_inner[keep], inner_val[keep]
+    by, bx, bj, bval = yy[~inner], xx[~inner], jj[~inner], val[~inner]
+    for dy, dx in offsets:
+        keep = bval >= heatmaps[np.clip(by + dy, 0, h - 1), np.clip(bx + dx, 0, w - 1), bj]
+        by, bx, bj, bval = by[keep], bx[keep], bj[keep], bval[keep]
+    flat = np.sort(np.concatenate([kept_inner, (by * w + bx) * j + bj]))
+    pix, jj = np.divmod(flat, j)
+    yy, xx = np.divmod(pix, w)
     return yy, xx, jj
 
 
@@ -258,17 +268,36 @@ def adjust_people(people: np.ndarray, heatmaps: np.ndarray) -> np.ndarray:
     return people
 
 
-def _tile_reduce(a: np.ndarray, tile: int, reduce) -> np.ndarray:
-    """Reduce axes 0 and 1 of `a` in blocks of `tile` (the last block may be short)."""
-    for axis in (0, 1):
-        n = a.shape[axis]
-        full = n - n % tile
-        moved = np.moveaxis(a, axis, 0)
-        parts = [reduce(moved[:full].reshape(full // tile, tile, *moved.shape[1:]), axis=1)] if full else []
-        if full < n:
-            parts.append(reduce(moved[full:], axis=0, keepdims=True))
-        a = np.moveaxis(np.concatenate(parts, axis=0), 0, axis)
-    return a
+def _tile_rows(a: np.ndarray, tile: int) -> list[slice]:
+    return [slice(i, min(i + tile, a.shape[0])) for i in range(0, a.shape[0], tile)]
+
+
+def tile_stats(heatmaps: np.ndarray, tags: np.ndarray, tile: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per tile x tile block: heatmap max [ty,tx,J], tag min and max [ty,tx,J,T] (last blocks may be short).
+
+    Rows are reduced one block at a time so the min and the max pass both read a block
+    while it is still in cache.
+    """
+    h, w, num_j, num_t = tags.shape
+    rows = _tile_rows(heatmaps, tile)
+    heat_rows = np.empty((len(rows), w, num_j), np.float32)
+    lo_rows = np.empty((len(rows), w, num_j, num_t), np.float32)
+    hi_rows = np.empty_like(lo_rows)
+    for i, sl in enumerate(rows):
+        np.max(heatmaps[sl], axis=0, out=heat_rows[i])
+        np.min(tags[sl], axis=0, out=lo_rows[i])
+        np.max(tags[sl], axis=0, out=hi_rows[i])
+    return _reduce_cols(heat_rows, tile, np.max), _reduce_cols(lo_rows, tile, np.min), _reduce_cols(hi_rows, tile, np.max)
+
+
+def _reduce_cols(a: np.ndarray, tile: int, reduce) -> np.ndarray:
+    """Reduce axis 1 in blocks of `tile` (reshape for whole blocks; the short last one apart)."""
+    n, w = a.shape[:2]
+    full = w - w % tile
+    parts = [reduce(a[:, :full].reshape(n, full // tile, tile, *a.shape[2:]), axis=2)] if full else []
+    if full < w:
+        parts.append(reduce(a[:, full:], axis=1, keepdims=True))
+    return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
 
 def person_mean_tags(people: np.ndarray, num_tags: int) -> np.ndarray:
@@ -281,67 +310,107 @@ def person_mean_tags(people: np.ndarray, num_tags: int) -> np.ndarray:
     return total / found.sum(axis=1, dtype=np.float32)[:, None]
 
 
-def _best_pixels_in_tiles(heatmaps, tags, pair_joint, pair_mean, pair_of, tile_of, ntx, tile, chunk_pixels=1 << 21):
-    """Best refine value and its flat index for each (pair, tile) item.
+def _best_pixels_in_tiles(heat_flat, tags_2d, shape, pair_joint, pair_mean, pair_of, tile_of, ntx, tile):
+    """Best refine value and its flat pixel index for each (pair, tile) item.
 
-    value = heatmap - round(|tag - mean|) in float32, ties broken by the lowest raster index.
+    value = heatmap - round(|tag - mean|) in float32 (the reference's arithmetic), ties broken
+    by the lowest raster index. `heat_flat` / `tags_2d` are the [H*W*J] / [H*W*J, T] views.
     """
-    h, w = heatmaps.shape[:2]
+    h, w, num_j = shape
     offs = np.arange(tile)
-    best_val = np.empty(pair_of.size, np.float32)
-    best_flat = np.empty(pair_of.size, np.int64)
-    step = max(1, chunk_pixels // (tile * tile))
-    for s in range(0, pair_of.size, step):
-        p, t_ = pair_of[s : s + step], tile_of[s : s + step]
-        ty, tx = np.divmod(t_, ntx)
-        ys = np.minimum(ty[:, None, None] * tile + offs[None, :, None], h - 1)
-        xs = np.minimum(tx[:, None, None] * tile + offs[None, None, :], w - 1)
-        ys, xs = np.broadcast_arrays(ys, xs)
-        ys, xs = ys.reshape(len(p), -1), xs.reshape(len(p), -1)
-        jj = pair_joint[p][:, None]
-        diff = tags[ys, xs, jj] - pair_mean[p][:, None, :]
-        value = heatmaps[ys, xs, jj] - np.round(((diff**2).sum(axis=-1)) ** 0.5)
-        flat = ys * w + xs
-        vmax = value.max(axis=1)
-        best_val[s : s + step] = vmax
-        best_flat[s : s + step] = np.where(value == vmax[:, None], flat, np.iinfo(np.int64).max).min(axis=1)
-    return best_val, best_flat
+    ty, tx = np.divmod(tile_of, ntx)
+    ys = np.minimum(ty[:, None, None] * tile + offs[None, :, None], h - 1)
+    xs = np.minimum(tx[:, None, None] * tile + offs[None, None, :], w - 1)
+    pix = (ys * w + xs).reshape(len(tile_of), -1)
+    idx = pix * num_j + pair_joint[pair_of][:, None]
+    diff = tags_2d.take(idx, axis=0) - pair_mean[pair_of][:, None, :]
+    value = heat_flat.take(idx) - np.round(((diff**2).sum(axis=-1)) ** 0.5)
+    vmax = value.max(axis=1)
+    first = np.where(value == vmax[:, None], pix, np.iinfo(np.int64).max).min(axis=1)
+    return vmax, first
 
 
 def refine_search(
-    heatmaps: np.ndarray, tags: np.ndarray, pair_joint: np.ndarray, pair_mean: np.ndarray, tile: int
+    heatmaps: np.ndarray,
+    tags: np.ndarray,
+    pair_joint: np.ndarray,
+    pair_mean: np.ndarray,
+    tile: int,
+    tiles_per_round: int = 2,
 ) -> np.ndarray:
-    """For each (joint, mean tag) pair, the flat index of argmax(heatmap - round(|tag - mean|)).
+    """For each (joint, mean tag) pair, the flat pixel index of argmax(heatmap - round(|tag - mean|)).
 
-    Exact, with raster-order tie-breaking (np.argmax). Per tile the bound
-    max(heatmap) - lower_bound(round(dist)) is computed from the tile's heatmap max and tag
-    bounding box; only tiles whose bound reaches the best value seen so far are read.
+    Exact, with np.argmax's raster-order tie-breaking, but without reading the whole map per
+    pair: each tile gets the bound max(heatmap) - lower_bound(round(dist)) from its heatmap max
+    and tag bounding box, tiles are read best bound first, `tiles_per_round` per pair at a
+    time, and a pair stops once no unread tile can reach (or tie) its best value.
     """
-    h, w, _ = heatmaps.shape
+    h, w, num_j = heatmaps.shape
     n_pairs = pair_joint.size
-    heat_max = _tile_reduce(heatmaps, tile, np.max)  # [ty, tx, J]
-    tag_lo = _tile_reduce(tags, tile, np.min)  # [ty, tx, J, T]
-    tag_hi = _tile_reduce(tags, tile, np.max)
+    heat_max, tag_lo, tag_hi = tile_stats(heatmaps, tags, tile)
     nty, ntx = heat_max.shape[:2]
-    heat_max = heat_max.reshape(nty * ntx, -1)[:, pair_joint]  # [tiles, pairs]
-    lo = tag_lo.reshape(nty * ntx, *tag_lo.shape[2:])[:, pair_joint]  # [tiles, pairs, T]
-    hi = tag_hi.reshape(nty * ntx, *tag_hi.shape[2:])[:, pair_joint]
-    gap = np.maximum(np.maximum(lo - pair_mean, pair_mean - hi), 0)
-    dist_lb = np.sqrt((gap.astype(np.float64) ** 2).sum(axis=-1))
+    n_tiles = nty * ntx
+    # Squared lower bound of |tag - mean| per (pair, tile), one tag component at a time.
+    gap2 = np.zeros((n_pairs, n_tiles), np.float32)
+    for t in range(tags.shape[3]):
+        m = pair_mean[:, t : t + 1]
+        lo = tag_lo[..., t].reshape(n_tiles, -1).T[pair_joint]  # [pairs, tiles]
+        hi = tag_hi[..., t].reshape(n_tiles, -1).T[pair_joint]
+        gap = np.maximum(np.maximum(lo - m, m - hi), 0)
+        gap2 += gap * gap
     # round(d) >= ceil(d - 0.5) for any d; the margin absorbs float32 rounding of the pixel distances.
-    round_lb = np.maximum(np.ceil(dist_lb - 0.5 - 1e-3 - 1e-5 * dist_lb), 0).astype(np.float32)
+    round_lb = np.maximum(np.ceil(np.sqrt(gap2) * np.float32(1 - 1e-5) - np.float32(0.5 + 1e-3)), 0)
     # In float32 like the pixel values: rounding is monotone, so no pixel can exceed its tile's bound.
-    bound = (heat_max - round_lb).T  # [pairs, tiles]
-    # Pass 1: the most promising tile gives each pair a value to beat.
-    first_tile = bound.argmax(axis=1)
+    bound = heat_max.reshape(n_tiles, -1).T[pair_joint] - round_lb  # [pairs, tiles]
+    heat_flat = heatmaps.reshape(-1)
+    tags_2d = tags.reshape(-1, tags.shape[3])
     pairs = np.arange(n_pairs)
-    floor_val, _ = _best_pixels_in_tiles(heatmaps, tags, pair_joint, pair_mean, pairs, first_tile, ntx, tile)
-    # Pass 2: every tile that could reach (or tie) that value.
-    pair_of, tile_of = np.nonzero(bound >= floor_val[:, None])
-    val, flat = _best_pixels_in_tiles(heatmaps, tags, pair_joint, pair_mean, pair_of, tile_of, ntx, tile)
-    order = np.lexsort((flat, -val, pair_of))
-    first = np.searchsorted(pair_of[order], pairs, side="left")
-    return flat[order[first]]
+
+    def best_of(pair_of, tile_of):
+        # Chunked so that at most ~2M pixels are held at once, whatever the bounds let through.
+        step = max(1, (1 << 21) // (tile * tile))
+        out = [
+            _best_pixels_in_tiles(
+                heat_flat, tags_2d, (h, w, num_j), pair_joint, pair_mean, pair_of[i : i + step], tile_of[i : i + step], ntx, tile
+            )
+            for i in range(0, pair_of.size, step)
+        ]
+        return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out])
+
+    def merge(best_val, best_pix, pair_of, val, pix):
+        # Keep, per pair, the highest value and on ties the lowest raster index.
+        cand_pair = np.concatenate([pairs, pair_of])
+        cand_val = np.concatenate([best_val, val])
+        cand_pix = np.concatenate([best_pix, pix])
+        order = np.lexsort((cand_pix, -cand_val, cand_pair))
+        first = order[np.searchsorted(cand_pair[order], pairs, side="left")]
+        return cand_val[first], cand_pix[first]
+
+    # Pass 1: the few most promising tiles give each pair a value to beat.
+    k = min(tiles_per_round, n_tiles)
+    top = np.argpartition(-bound, k - 1, axis=1)[:, :k] if k < n_tiles else np.tile(np.arange(n_tiles), (n_pairs, 1))
+    best_val = np.full(n_pairs, -np.inf, np.float32)
+    best_pix = np.full(n_pairs, np.iinfo(np.int64).max, np.int64)
+    pair_of = np.repeat(pairs, k)
+    best_val, best_pix = merge(best_val, best_pix, pair_of, *best_of(pair_of, top.reshape(-1)))
+    # Then every other tile that could reach or tie it (a tie can still win on raster order),
+    # best bound first, a few per pair per round, until no unread tile can.
+    pair_of, tile_of = np.nonzero(bound >= best_val[:, None])
+    tile_bound = bound[pair_of, tile_of]
+    order = np.lexsort((-tile_bound, pair_of))
+    pair_of, tile_of, tile_bound = pair_of[order], tile_of[order], tile_bound[order]
+    starts = np.searchsorted(pair_of, pairs, side="left")
+    counts = np.searchsorted(pair_of, pairs, side="right") - starts
+    done = 0
+    active = pairs[counts > 0]
+    while active.size:
+        pos = starts[active, None] + done + np.arange(k)
+        pos = pos[pos < (starts + counts)[active, None]]
+        best_val, best_pix = merge(best_val, best_pix, pair_of[pos], *best_of(pair_of[pos], tile_of[pos]))
+        done += k
+        active = active[done < counts[active]]
+        active = active[tile_bound[starts[active] + done] >= best_val[active]]
+    return best_pix
 
 
 def refine_people(people: np.ndarray, heatmaps: np.ndarray, tags: np.ndarray, tile: int) -> np.ndarray:
