@@ -1,0 +1,134 @@
+"""The convolution primitives: both depthwise implementations agree (outputs and gradients),
+TF-SAME padding, PyTorch ConvTranspose2d semantics against a direct scatter oracle, drop-connect,
+nearest upsampling."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from efficienthrnet.nn.ops import (
+    conv_transpose_torch,
+    depthwise_conv2d,
+    drop_connect,
+    resolve_depthwise_impl,
+    tf_same_padding,
+    upsample_nearest,
+)
+
+
+@pytest.fixture(autouse=True)
+def fast_compile():
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)
+
+
+def test_tf_same_padding_matches_reference_values():
+    assert tf_same_padding(3, 2) == (0, 1)
+    assert tf_same_padding(5, 2) == (1, 2)
+    assert tf_same_padding(3, 1) == (1, 1)
+    assert tf_same_padding(5, 1) == (2, 2)
+    assert tf_same_padding(1, 2) == (0, 0)
+
+
+def test_auto_impl_is_shifted_on_cpu_and_bad_name_raises():
+    assert jax.default_backend() == "cpu"
+    assert resolve_depthwise_impl("auto") == "shifted"
+    assert resolve_depthwise_impl("native") == "native"
+    with pytest.raises(ValueError, match="fancy"):
+        resolve_depthwise_impl("fancy")
+
+
+@pytest.mark.parametrize("kernel, stride, size", list(itertools.product((3, 5), (1, 2), ((8, 8), (9, 7)))))
+def test_depthwise_impls_agree_in_outputs_and_gradients(kernel, stride, size):
+    kx, kw, kg = jax.random.split(jax.random.key(kernel * 10 + stride), 3)
+    x = jax.random.normal(kx, (2, *size, 5))
+    w = jax.random.normal(kw, (kernel, kernel, 1, 5))
+    pad = tf_same_padding(kernel, stride)
+    padding = (pad, pad)
+
+    @jax.jit
+    def run_native(x, w):
+        return run("native", x, w)
+
+    @jax.jit
+    def run_shifted(x, w):
+        return run("shifted", x, w)
+
+    def run(impl, x, w):
+        out, vjp = jax.vjp(lambda x, w: depthwise_conv2d(x, w, (stride, stride), padding, impl), x, w)
+        cotangent = jax.random.normal(kg, out.shape)
+        return out, vjp(cotangent)
+
+    (out_n, (gx_n, gw_n)), (out_s, (gx_s, gw_s)) = run_native(x, w), run_shifted(x, w)
+    expected_hw = tuple((n + sum(pad) - kernel) // stride + 1 for n in size)
+    assert out_n.shape == out_s.shape == (2, *expected_hw, 5)
+    np.testing.assert_allclose(out_s, out_n, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gx_s, gx_n, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gw_s, gw_n, rtol=1e-5, atol=1e-4)
+
+
+def test_depthwise_matches_direct_loop_with_asymmetric_padding():
+    x = np.random.default_rng(0).normal(size=(1, 6, 6, 2)).astype(np.float32)
+    w = np.random.default_rng(1).normal(size=(3, 3, 1, 2)).astype(np.float32)
+    out = np.asarray(depthwise_conv2d(x, w, (2, 2), ((0, 1), (0, 1)), "shifted"))
+    xp = np.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))
+    expected = np.zeros((1, 3, 3, 2), np.float32)
+    for i, j, c in itertools.product(range(3), range(3), range(2)):
+        expected[0, i, j, c] = np.sum(xp[0, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3, c] * w[:, :, 0, c])
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_depthwise_rejects_wrong_kernel_layout():
+    with pytest.raises(ValueError, match=r"\[kh, kw, 1, C\]"):
+        depthwise_conv2d(jnp.zeros((1, 4, 4, 3)), jnp.zeros((3, 3, 3, 1)))
+
+
+def _torch_conv_transpose_oracle(x, w_iohw, stride, padding, output_padding):
+    """ConvTranspose2d by definition: every input pixel scatters weight * value into the output."""
+    b, h, wd, cin = x.shape
+    _, cout, k, _ = w_iohw.shape
+    full_h, full_w = (h - 1) * stride + k, (wd - 1) * stride + k
+    full = np.zeros((b, full_h + output_padding, full_w + output_padding, cout))
+    for i, j in itertools.product(range(h), range(wd)):
+        full[:, i * stride : i * stride + k, j * stride : j * stride + k] += np.einsum(
+            "bc,cohw->bhwo", x[:, i, j], w_iohw
+        )
+    out_h = (h - 1) * stride - 2 * padding + k + output_padding
+    out_w = (wd - 1) * stride - 2 * padding + k + output_padding
+    return full[:, padding : padding + out_h, padding : padding + out_w]
+
+
+@pytest.mark.parametrize("k, p, op, size", [(4, 1, 0, (5, 6)), (3, 1, 1, (4, 4)), (2, 0, 0, (3, 5))])
+def test_conv_transpose_matches_pytorch_definition(k, p, op, size):
+    rng = np.random.default_rng(k)
+    x = rng.normal(size=(2, *size, 3)).astype(np.float32)
+    w_iohw = rng.normal(size=(3, 4, k, k)).astype(np.float32)  # an asymmetric kernel catches a missing flip
+    out = conv_transpose_torch(jnp.asarray(x), jnp.asarray(w_iohw.transpose(2, 3, 0, 1)), 2, p, op)
+    expected = _torch_conv_transpose_oracle(x, w_iohw, 2, p, op)
+    assert out.shape == (2, 2 * size[0], 2 * size[1], 4) == expected.shape
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_drop_connect_drops_whole_samples_and_rescales():
+    x = jnp.ones((64, 2, 2, 3))
+    out = np.asarray(drop_connect(x, 0.25, jax.random.key(0)))
+    per_sample = out.reshape(64, -1)
+    # each sample is either all zero or all 1 / keep_prob
+    kept = per_sample[per_sample[:, 0] != 0]
+    np.testing.assert_allclose(kept, 1 / 0.75, rtol=1e-6)
+    assert np.all(per_sample.min(axis=1) == per_sample.max(axis=1))
+    dropped = int(np.sum(per_sample[:, 0] == 0))
+    assert 4 <= dropped <= 30  # Binomial(64, 0.25): mean 16
+
+
+def test_upsample_nearest_repeats_pixels():
+    x = jnp.arange(6.0).reshape(1, 2, 3, 1)
+    out = np.asarray(upsample_nearest(x, 2))[0, :, :, 0]
+    np.testing.assert_array_equal(out, np.repeat(np.repeat(np.arange(6.0).reshape(2, 3), 2, 0), 2, 1))
