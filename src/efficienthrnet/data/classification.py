@@ -130,8 +130,9 @@ class ArraySource:
         return as_rgb_uint8(self.images[index], f"{self.name}[{index}]"), int(self.labels[index])
 
 
-# Class k draws shape k % len(_SHAPES) in colour k % len(_COLOURS): colour alone separates up to
-# eight classes, colour and shape together up to 24, so the set stays learnable in a few steps.
+# Class k has colour k % 8 and shape (k % 8 + k // 8) % 3: colour alone separates the first eight
+# classes, and classes sharing a colour differ in shape (up to 24 classes), so the set is learnable
+# in a few dozen steps.
 _SHAPES = ("square", "disc", "triangle")
 _COLOURS = ((230, 40, 40), (40, 200, 40), (50, 80, 240), (240, 220, 30), (220, 60, 220), (40, 220, 220),
             (250, 140, 20), (245, 245, 245))
@@ -141,7 +142,7 @@ def draw_shape_image(label: int, size: int, rng: np.random.Generator) -> np.ndar
     """One synthetic image of class `label`: its shape in its colour, random place and size, noisy grey background."""
     image = rng.integers(40, 110, size=(size, size, 3)).astype(np.uint8)
     colour = tuple(int(c) for c in _COLOURS[label % len(_COLOURS)])
-    shape = _SHAPES[(label // len(_COLOURS) + label) % len(_SHAPES)]
+    shape = _SHAPES[(label % len(_COLOURS) + label // len(_COLOURS)) % len(_SHAPES)]
     radius = int(rng.uniform(0.2, 0.35) * size)
     cx, cy = (int(v) for v in rng.integers(radius, size - radius, size=2))
     if shape == "square":
