@@ -3,7 +3,7 @@
 Steps (the reference's test pipeline, with shape buckets added):
 
 1. Resize (uniform factor) so the short side is the scale's input size (`ceil32(input_size *
-   scale)`), then pad the long side on the right/bottom up to the next allowed bucket
+   scale)`), then pad (black) the long side on the right/bottom up to the next allowed bucket
    (`long_side_ratios` x short side, rounded up to 32). Images longer than the largest bucket
    are shrunk to fit it. So jit compiles once per (scale, orientation, bucket), not per image.
 2. One jitted function per bucket runs the network (on the image and, with flip test, its
@@ -133,13 +133,15 @@ def all_canvas_shapes(config: PredictConfig) -> set[tuple[int, int]]:
 
 
 def prepare_image(image: np.ndarray, plan: ResizePlan) -> np.ndarray:
-    """uint8 RGB image -> normalised float32 [canvas_h, canvas_w, 3], zero (mean colour) padding."""
+    """uint8 RGB image -> normalised float32 [canvas_h, canvas_w, 3].
+
+    The padding is black before normalisation, like the border of the reference's affine warp.
+    """
     rh, rw = plan.resized_hw
     shrink = rh < image.shape[0]
-    resized = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    canvas = np.zeros((*plan.canvas_hw, 3), np.float32)
-    canvas[:rh, :rw] = normalize_image(resized)
-    return canvas
+    canvas = np.zeros((*plan.canvas_hw, 3), np.uint8)
+    canvas[:rh, :rw] = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return normalize_image(canvas)
 
 
 def upsample2x(x: jax.Array, axes: tuple[int, int] = (-3, -2)) -> jax.Array:
