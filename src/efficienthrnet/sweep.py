@@ -44,6 +44,7 @@ RESULT_FILE = "result.json"
 TRIALS_DIR = "trials"
 SPEC_FILE = "spec.json"
 RESULTS_CSV = "results.csv"
+PREDICTIONS_FILE = "predictions.json"  # COCO results list of a pose trial
 STATUS_DONE, STATUS_FAILED, STATUS_RUNNING = "done", "failed", "running"
 EXECUTORS = ("local", "ray")
 DATA_KINDS = ("synthetic", "coco")
@@ -371,7 +372,7 @@ def get_task(name: str) -> TaskFn:
     return TASKS[name]
 
 
-def _latency_fields(trial: Trial, spec: SweepSpec, cfg) -> dict[str, Any]:
+def _latency_fields(trial: Trial, spec: SweepSpec, cfg, variables: Any = None) -> dict[str, Any]:
     """Median forward latency (ms) and FPS on this process's default device, if the spec asks."""
     if not spec.latency.wants(trial.phi):
         return {"latency_ms": None, "fps": None}
@@ -379,7 +380,7 @@ def _latency_fields(trial: Trial, spec: SweepSpec, cfg) -> dict[str, Any]:
 
     lat = spec.latency
     timing = measure_latency(cfg, input_size=lat.input_size, batch=lat.batch, warmup=lat.warmup,
-                             repeats=lat.repeats, seed=trial.seed)
+                             repeats=lat.repeats, seed=trial.seed, variables=variables)
     median = float(timing["median_ms"])
     return {"latency_ms": median, "fps": 1e3 * lat.batch / median, "latency_input_size": timing["input_size"][0],
             "latency_backend": timing["backend"], "latency_detail": timing}
@@ -431,7 +432,7 @@ def pose_train_config(trial: Trial, spec: SweepSpec):
 def run_pose_trial(trial: Trial, spec: SweepSpec, trial_dir: Path) -> dict[str, Any]:
     """Train (resuming in trial_dir/run), evaluate with COCO AP, profile and time one config."""
     from .evaluate import evaluate_dataset
-    from .predict import Predictor
+    from .predict import PredictConfig, Predictor
     from .train import load_for_inference, train
 
     data_spec = ensure_dataset(spec.data)
@@ -444,9 +445,10 @@ def run_pose_trial(trial: Trial, spec: SweepSpec, trial_dir: Path) -> dict[str, 
 
     start = time.perf_counter()
     trained_cfg, model, variables = load_for_inference(run_dir)
-    predictor = Predictor(trained_cfg, variables, flip=spec.evaluate.flip)
+    predict_config = PredictConfig(input_size=trained_cfg.input_size, flip=spec.evaluate.flip)
+    predictor = Predictor(model, variables, trained_cfg.keypoints, predict_config)
     metrics = evaluate_dataset(predictor, data_spec, spec.evaluate.split, limit=spec.evaluate.limit,
-                               out_json=trial_dir / "predictions.json")
+                               out_json=trial_dir / PREDICTIONS_FILE, progress=False)
     eval_time = time.perf_counter() - start
     ap_fields = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
     return {
@@ -458,7 +460,7 @@ def run_pose_trial(trial: Trial, spec: SweepSpec, trial_dir: Path) -> dict[str, 
         "eval_time_s": eval_time,
         "final_loss": summary["metrics"].get("loss"),
         "train_images_per_s": summary.get("images_per_s"),
-        **_latency_fields(trial, spec, trained_cfg),
+        **_latency_fields(trial, spec, trained_cfg, variables),
     }
 
 
@@ -523,7 +525,7 @@ def provenance() -> dict[str, Any]:
     except PackageNotFoundError:
         from . import __version__ as lib_version
     info = {"library_version": lib_version, "python_version": sys.version.split()[0],
-            "git_commit": _git_commit(), "hostname": socket.gethostname(),
+            "git_commit": _git_commit(), "hostname": socket.gethostname(), "pid": os.getpid(),
             "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "jax_version": None, "backend": None, "device_kind": None, "device_count": None}
     import jax  # trials run JAX anyway; the device is part of what a latency figure means
