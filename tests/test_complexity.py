@@ -251,7 +251,9 @@ def test_classifier_rejects_bad_num_classes():
 
 
 def _xla_flops(fn, *shapes) -> int:
-    structs = [jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes]
+    """XLA's CPU cost analysis (on GPU the convs become cuDNN calls that it does not cost)."""
+    cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+    structs = [jax.ShapeDtypeStruct(s, jnp.float32, sharding=cpu) for s in shapes]
     cost = jax.jit(fn).lower(*structs).compile().cost_analysis()
     return int((cost[0] if isinstance(cost, list) else cost)["flops"])
 

@@ -97,8 +97,13 @@ def _conv_equations(jaxpr):
 
 
 def _xla_flops_of(eqns) -> int:
-    """XLA's compiled cost analysis of these equations alone, run side by side."""
-    shapes = [[jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in e.invars] for e in eqns]
+    """XLA's compiled CPU cost analysis of these equations alone, run side by side.
+
+    Lowered for the CPU whatever the default backend: on GPU the convs become cuDNN calls that
+    the cost analysis does not count.
+    """
+    cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+    shapes = [[jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype, sharding=cpu) for v in e.invars] for e in eqns]
     cost = jax.jit(lambda ops: [e.primitive.bind(*o, **e.params) for e, o in zip(eqns, ops)]).lower(shapes)
     cost = cost.compile().cost_analysis()
     flops = (cost[0] if isinstance(cost, list) else cost)["flops"]
