@@ -242,6 +242,15 @@ def test_b0_classifier_is_efficientnet_b0():
     assert p.paper_params == p.params and p.paper_macs == p.macs
 
 
+@pytest.mark.parametrize("phi, digits", [(0, 1), (-1, 1), (-2, 1), (-3, 1), (-4, 2)])
+def test_classifier_macs_round_to_table_2(phi, digits):
+    """With ceil(in / stride) sizes the MACs at the paper's resolutions round to its "FLOPs"
+    (the reference's floor sizes would give 0.254 / 0.147 / 0.088 G for B-1 .. B-3)."""
+    reported = AS_REPORTED_CLASSIFIERS[phi]
+    p = profile_classifier(generate_config(phi, rule="reference"), 1000, reported.resolution)
+    assert round(p.macs / 1e9, digits) == reported.flops / 1e9
+
+
 def test_classifier_rejects_bad_num_classes():
     with pytest.raises(ValueError, match="num_classes"):
         profile_classifier(generate_config(0), 0)
@@ -324,7 +333,7 @@ def test_profile_table_side_by_side(reference_profiles):
     assert df.loc[1, "reported_flops"] == 2.1e9
     assert df.loc[2, "reported_params"] is None or np.isnan(df.loc[2, "reported_params"])  # no paper model
     text = format_profile_table(df)
-    assert "19.725" in text and "23.958" in text and "23.320/25.619" in text and "23.3/25.6" in text
+    assert "19.725" in text and "23.958" in text and "23.320/25.619" in text and "23.3/25.6@512" in text
     assert text.splitlines()[0].split()[:3] == ["phi", "rule", "input"]
 
 
