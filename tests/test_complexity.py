@@ -319,7 +319,7 @@ def test_profile_of_100_phis_is_fast():
     start = time.perf_counter()
     profiles = [profile(generate_config(float(phi), rule="efficienthrnet")) for phi in phis]
     elapsed = time.perf_counter() - start
-    assert elapsed < 5.0, f"100 profiles took {elapsed:.2f} s"
+    assert elapsed < 10.0, f"100 profiles took {elapsed:.2f} s"
     macs = [p.macs for p in profiles]
     assert macs == sorted(macs)  # a larger phi never gives a cheaper model
 
