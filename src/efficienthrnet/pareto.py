@@ -132,7 +132,7 @@ def plot_tradeoff(points: pd.DataFrame, cost: str, out_base: Path, metric: str =
     ax.set_xlabel(label)
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     ax.set_title(title or f"{metric} against {cost} (labels: phi)")
-    ax.grid(True, which="both", alpha=0.3)
+    ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     try:
         return _save(fig, out_base)
@@ -156,7 +156,7 @@ def plot_cost_vs_phi(points: pd.DataFrame, cost: str, out_base: Path, title: str
     ax.set_xlabel("phi (compound coefficient)")
     ax.set_ylabel(label)
     ax.set_title(title or f"{cost} against phi")
-    ax.grid(True, which="both", alpha=0.3)
+    ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     try:
         return _save(fig, out_base)

@@ -711,8 +711,8 @@ def run_sweep(spec_or_path: SweepSpec | str | os.PathLike, out_dir: str | os.Pat
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / SPEC_FILE, spec.to_dict())
     finished, todo = pending_trials(spec, out)
-    if spec.data is not None and todo and spec.task != "profile":
-        ensure_dataset(spec.data)  # once, before trials that would race to generate it
+    if spec.task == "pose" and spec.data.kind == "synthetic" and todo:
+        ensure_dataset(spec.data)  # once, before trials (Ray tasks) that would race to generate it
     bar = _Progress(len(finished) + len(todo), len(finished), progress, spec.name)
     try:
         (_run_ray if executor == "ray" else _run_local)(todo, spec, out, bar)
