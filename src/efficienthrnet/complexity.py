@@ -141,9 +141,14 @@ def _input_hw(input_size: int | Sequence[int]) -> HW:
 
 
 def _tf_same(n_in: int, k: int, stride: int) -> tuple[int, int]:
-    """(output size, low-side pad) of TF 'SAME': out = ceil(in / stride), the low side gets the floor half."""
-    n_out = -(-n_in // stride)
-    return n_out, max((n_out - 1) * stride + k - n_in, 0) // 2
+    """(output size, low-side pad) of the model's TF-style padding (`nn.ops.tf_same_padding`).
+
+    Like the reference, the total pad is fixed at max(k - s, 0), the low side getting the floor
+    half; that is TF's SAME, out = ceil(in / stride), whenever the stride divides the size, and
+    floor(in / stride) at odd sizes (the classifiers at 195, 169, 147), exactly as the model runs.
+    """
+    total = max(k - stride, 0)
+    return (n_in + total - k) // stride + 1, total // 2
 
 
 def _torch_pad(n_in: int, k: int, stride: int) -> tuple[int, int]:
@@ -412,9 +417,8 @@ def profile(cfg: ModelConfig, input_size: int | Sequence[int] | None = None) -> 
     """Exact params, MACs (and paper-counter figures) of `EfficientHRNet(cfg)`.
 
     `input_size` is an int (square) or (h, w); it defaults to `cfg.input_size`. Every conv's
-    output size is TF-SAME's ceil(in / stride). (The reference, and the Flax model's fixed
-    max(k - s, 0) padding, give floor(in / stride) instead where a size is odd; the two agree at
-    every size the pose model accepts, multiples of 32.)
+    output size follows the model's fixed max(k - s, 0) padding: ceil(in / stride) at every size
+    the pose model accepts (multiples of 32), floor(in / stride) where a size is odd.
 
     >>> from efficienthrnet.scaling import generate_config
     >>> p = profile(generate_config(0, rule="reference"))
@@ -438,9 +442,9 @@ def profile_classifier(cfg: ModelConfig, num_classes: int = 1000,
 
     Backbone, then a 1x1 conv to `classifier_head_channels` + BN, global pooling and a dense layer
     with bias to `num_classes`. `resolution` defaults to `cfg.backbone.classifier_resolution`.
-    Sizes are ceil(in / stride) as in `profile`: at odd resolutions (195, 169, 147) that gives
-    0.302 / 0.177 / 0.107 G for B-1..B-3, which round to the paper's 0.3B / 0.2B / 0.1B, where
-    the reference's floor sizes give 0.254 / 0.147 / 0.088 G.
+    Sizes follow the model's padding as in `profile`: at the odd resolutions 195 / 169 / 147 that
+    gives 0.254 / 0.147 / 0.088 G for B-1..B-3, as measured on the reference; the paper's 0.3B /
+    0.2B / 0.1B round these (B-2's 0.2B only when rounded up).
     Parts are "backbone" and "classifier". The paper counted these models correctly, so the
     paper-counter fields equal the true ones here.
     """
