@@ -89,7 +89,9 @@ def forward_latency(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--models", default=",".join(DEFAULT_MODELS), help="comma-separated phi:input_size items (use --models=...)"
+        "--models",
+        default=",".join(DEFAULT_MODELS),
+        help="comma-separated phi:input_size items (write --models=... when a phi is negative)",
     )
     parser.add_argument("--rule", default="reference")
     parser.add_argument("--runs", type=int, default=10)
@@ -99,7 +101,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     for spec in args.models.split(","):
         phi, size = parse_model(spec)
-        result = forward_latency(phi, size, args.rule, args.runs, args.warmup, args.depthwise_impl, args.dtype)
+        result = forward_latency(
+            phi, size, args.rule, args.runs, args.warmup, args.depthwise_impl, args.dtype
+        )
         print(json.dumps(result), flush=True)
 
 

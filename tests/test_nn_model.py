@@ -51,11 +51,8 @@ def test_reference_param_counts_are_exact(phi):
     total, backbone, hrnet, head = REFERENCE_PARAMS[phi]
     assert set(params) == {"backbone", "hrnet", "head"}
     assert count_params(params) == total
-    assert (count_params(params["backbone"]), count_params(params["hrnet"]), count_params(params["head"])) == (
-        backbone,
-        hrnet,
-        head,
-    )
+    parts = (count_params(params["backbone"]), count_params(params["hrnet"]), count_params(params["head"]))
+    assert parts == (backbone, hrnet, head)
     assert set(params["hrnet"]) == {"transition1", "transition2", "transition3", "stage2", "stage3", "stage4"}
 
 

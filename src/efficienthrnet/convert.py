@@ -75,7 +75,8 @@ def backbone_entries(cfg: BackboneConfig, root: tuple[str, ...] = ("backbone",))
             if cfg.se_ratio > 0:
                 entries += _conv(f"{t}.{idx + 1}.se.1", p + ("se", "reduce"), bias=True)
                 entries += _conv(f"{t}.{idx + 1}.se.3", p + ("se", "expand"), bias=True)
-            entries += _conv(f"{t}.{idx + 2}", p + ("project_conv",)) + _bn(f"{t}.{idx + 3}", p + ("project_bn",))
+            entries += _conv(f"{t}.{idx + 2}", p + ("project_conv",))
+            entries += _bn(f"{t}.{idx + 3}", p + ("project_bn",))
             block += 1
     return entries
 
@@ -93,7 +94,8 @@ def hrnet_entries(cfg: HRNetConfig, root: tuple[str, ...] = ("hrnet",)) -> list[
                 for blk in range(cfg.blocks_per_branch):
                     tb, pb = f"{t}.branches.{b}.{blk}", p + (f"branch_{b}_block_{blk}",)
                     for c in ("1", "2"):
-                        entries += _conv(f"{tb}.conv{c}", pb + (f"conv{c}",)) + _bn(f"{tb}.bn{c}", pb + (f"bn{c}",))
+                        entries += _conv(f"{tb}.conv{c}", pb + (f"conv{c}",))
+                        entries += _bn(f"{tb}.bn{c}", pb + (f"bn{c}",))
             single = k == num_stages - 1 and m == cfg.modules_per_stage[k] - 1
             for i in range(1 if single else n):
                 for j in range(n):
@@ -161,7 +163,9 @@ def _convert(
     uncovered = sorted("/".join(p) for p in expected_flat.keys() - targets)
     unknown = sorted("/".join(p) for p in targets - expected_flat.keys())
     if uncovered or unknown:  # a bug in this module, not in the user's file
-        raise AssertionError(f"converter map out of sync with the model: uncovered {uncovered}, unknown {unknown}")
+        raise AssertionError(
+            f"converter map out of sync with the model: uncovered {uncovered}, unknown {unknown}"
+        )
 
     wanted = {e.torch_key for e in entries}
     missing = [e.torch_key for e in entries if e.torch_key not in state_dict]
@@ -180,8 +184,12 @@ def _convert(
             array = array.transpose(e.transpose)
         want = tuple(expected_flat[(e.collection,) + e.path])
         if array.shape != want:
-            back = want if e.transpose is None else tuple(want[e.transpose.index(i)] for i in range(len(want)))
-            misshaped.append(f"{e.torch_key}: got shape {tuple(np.shape(state_dict[e.torch_key]))}, expected {back}")
+            # report the expected shape in PyTorch's layout, as the user's file has it
+            back = want
+            if e.transpose is not None:
+                back = tuple(want[e.transpose.index(i)] for i in range(len(want)))
+            got = tuple(np.shape(state_dict[e.torch_key]))
+            misshaped.append(f"{e.torch_key}: got shape {got}, expected {back}")
             continue
         out[(e.collection,) + e.path] = np.ascontiguousarray(array)
     if missing or unexpected or misshaped:
@@ -189,7 +197,7 @@ def _convert(
         for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
             if items:
                 lines.append(f"  {len(items)} {title}: " + ", ".join(items))
-        lines.append("  check that the checkpoint was trained with the same phi and scaling rule as the config")
+        lines.append("  check that the checkpoint was made with the same phi and scaling rule as the config")
         raise ValueError("\n".join(lines))
     return _nest(out)
 
@@ -217,7 +225,8 @@ def backbone_variables_from_torch(
     full = init_shapes(cfg, 2 * network_stride(cfg))
     expected = {c: {"backbone": full[c]["backbone"]} for c in ("params", "batch_stats")}
     extra_ok = (lambda k: not k.startswith("features.")) if ignore_non_backbone else (lambda k: False)
-    return _convert(state_dict, backbone_entries(cfg.backbone), expected, f"the backbone of {cfg.name}", extra_ok)
+    what = f"the backbone of {cfg.name}"
+    return _convert(state_dict, backbone_entries(cfg.backbone), expected, what, extra_ok)
 
 
 def unwrap_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Any]:

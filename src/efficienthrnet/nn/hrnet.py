@@ -28,7 +28,9 @@ from efficienthrnet.nn.ops import conv_kernel_init, torch_padding, upsample_near
 KERNEL = 3
 
 
-def conv(features: int, kernel: int = KERNEL, stride: int = 1, bias: bool = False, dtype=jnp.float32, name=None):
+def conv(
+    features: int, kernel: int = KERNEL, stride: int = 1, bias: bool = False, dtype=jnp.float32, name=None
+):
     """A conv with PyTorch symmetric padding k // 2."""
     pad = torch_padding(kernel)
     return nn.Conv(

@@ -14,6 +14,7 @@ are returned as float32.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -70,9 +71,19 @@ class EfficientHRNet(nn.Module):
 
 
 def init_shapes(config: ModelConfig, input_size: int | None = None, **module_kwargs) -> dict:
-    """The variables' shapes/dtypes of `EfficientHRNet(config)` without computing anything."""
+    """The variables' shapes/dtypes of `EfficientHRNet(config)` without computing anything.
+
+    Parameter shapes do not depend on the input size; a small one traces fastest. Cached per
+    (config, size, module options); every call returns a fresh tree.
+    """
     size = input_size or config.input_size
-    model = EfficientHRNet(config, **module_kwargs)
+    shapes = _init_shapes_cached(config, size, tuple(sorted(module_kwargs.items())))
+    return jax.tree_util.tree_map(lambda leaf: leaf, shapes)
+
+
+@functools.lru_cache(maxsize=32)
+def _init_shapes_cached(config: ModelConfig, size: int, module_kwargs: tuple) -> dict:
+    model = EfficientHRNet(config, **dict(module_kwargs))
     x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
     return jax.eval_shape(lambda k, x: model.init(k, x, train=False), jax.random.key(0), x)
 
