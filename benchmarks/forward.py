@@ -3,14 +3,17 @@
     .venv/bin/python benchmarks/forward.py                       # H0 @ 512 and H-4 @ 384
     .venv/bin/python benchmarks/forward.py --models=0:512,-2.5:416 --rule efficienthrnet --runs 20
 
-Prints one JSON object per line: phi, rule, input_size, latency_ms (median), min_ms, runs,
-backend, depthwise_impl, dtype, compile_s. Weights are random (latency does not depend on them).
+Prints one JSON object per line: phi, rule, input_size, latency_ms (median wall time), min_ms,
+process_cpu_ms (median CPU time over all threads), load_avg_1min, runs, backend, depthwise_impl,
+dtype, compile_s. On a shared machine compare wall times only at similar load. Weights are
+random (latency does not depend on them).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -66,17 +69,24 @@ def forward_latency(
     compile_s = time.perf_counter() - start
     for _ in range(warmup):
         jax.block_until_ready(forward(variables, x))
-    times = []
+    times, cpu_times = [], []
+    load_before = os.getloadavg()[0]
     for _ in range(runs):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         jax.block_until_ready(forward(variables, x))
         times.append((time.perf_counter() - start) * 1e3)
+        cpu_times.append((time.process_time() - cpu_start) * 1e3)
     return {
         "phi": phi,
         "rule": rule,
         "input_size": input_size,
         "latency_ms": round(statistics.median(times), 2),
         "min_ms": round(min(times), 2),
+        # CPU time of this process over all its threads: with other work on the machine, wall time
+        # rises but this stays close to what the network needs
+        "process_cpu_ms": round(statistics.median(cpu_times), 2),
+        "load_avg_1min": round(load_before, 2),
+        "cpu_count": os.cpu_count(),
         "runs": runs,
         "backend": jax.default_backend(),
         "device": str(jax.devices()[0].device_kind),
