@@ -77,6 +77,10 @@ class ClassifyConfig:
       augment: random crop + flip ranges and the evaluation crop.
       random_augment: draw random crops and flips in training (False: central crops only).
       eval_every_epochs: evaluate on the held-out data this often; None only at the end.
+      precise_bn_batches: before each evaluation and at the end of the run, replace the BatchNorm
+        running averages by the mean batch statistics of this many training batches under the
+        current weights (pycls's "precise BN"; the stored checkpoint keeps them). Short runs need
+        it: running averages lag behind fast-moving weights. 0 keeps the running averages.
       eval_batch_size: batch of the evaluation (the last batch is padded, never dropped).
       eval_max_examples: evaluate on the first N held-out examples (the paper used 10,000 of
         ImageNet's); None uses all.
@@ -107,6 +111,7 @@ class ClassifyConfig:
     augment: ClassificationAugment = field(default_factory=ClassificationAugment)
     random_augment: bool = True
     eval_every_epochs: float | None = None
+    precise_bn_batches: int = 0
     eval_batch_size: int = 100
     eval_max_examples: int | None = None
     checkpoint_every: int = 1000
@@ -127,6 +132,8 @@ class ClassifyConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"ClassifyConfig.{name}={value!r} must be an integer >= 1 or None")
+        if not isinstance(self.precise_bn_batches, int) or self.precise_bn_batches < 0:
+            raise ValueError(f"ClassifyConfig.precise_bn_batches={self.precise_bn_batches!r} must be an integer >= 0")
         if not self.epochs > 0:
             raise ValueError(f"ClassifyConfig.epochs={self.epochs!r} must be > 0")
         if not self.learning_rate > 0 or not 0 < self.warmup_start_lr <= self.learning_rate:
@@ -194,6 +201,20 @@ def _decay_mask(params: Any) -> Any:
 
 def make_optimizer(config: ClassifyConfig, steps_per_epoch: int) -> optax.GradientTransformation:
     """SGD with momentum on the schedule; L2 weight decay added to the gradients first (PyTorch style)."""
+    return _optimizer(_optimizer_key(config), steps_per_epoch)
+
+
+def _optimizer_key(config: ClassifyConfig) -> ClassifyConfig:
+    """The config with only the optimizer's fields kept, so runs that share them share compiled steps."""
+    names = ("learning_rate", "warmup_epochs", "warmup_start_lr", "decay_every_epochs", "decay_factor", "momentum",
+             "nesterov", "weight_decay", "decay_norm_and_bias", "label_smoothing")
+    return ClassifyConfig(**{name: getattr(config, name) for name in names})
+
+
+# Cached so that equal settings give the *same* optimizer object: the train state's tree structure
+# (which holds it) then matches and jax reuses the compiled step across runs in one process.
+@functools.lru_cache(maxsize=16)
+def _optimizer(config: ClassifyConfig, steps_per_epoch: int) -> optax.GradientTransformation:
     sgd = optax.sgd(learning_rate_schedule(config, steps_per_epoch), momentum=config.momentum or None,
                     nesterov=config.nesterov)
     if config.weight_decay == 0:
@@ -221,19 +242,31 @@ def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
 
 
 def build_classifier(model_config: ModelConfig, num_classes: int, config: ClassifyConfig | None = None):
-    """`EfficientNetClassifier(model_config, num_classes)` with the run's dtype and depthwise path."""
+    """`EfficientNetClassifier(model_config, num_classes)` with the run's dtype and depthwise path.
+
+    Equal arguments give the same module object (so its `apply`, held in the train state, lets
+    jax reuse compiled steps across runs in one process, e.g. the seeds of a sweep).
+    """
+    config = config or ClassifyConfig()
+    return _classifier(model_config, int(num_classes), config.compute_dtype, config.depthwise_impl)
+
+
+@functools.lru_cache(maxsize=16)
+def _classifier(model_config: ModelConfig, num_classes: int, compute_dtype: str, depthwise_impl: str):
     from efficienthrnet.nn.efficientnet import EfficientNetClassifier
 
-    config = config or ClassifyConfig()
-    return EfficientNetClassifier(model_config, num_classes, dtype=_DTYPES[config.compute_dtype],
-                                  depthwise_impl=config.depthwise_impl)
+    return EfficientNetClassifier(model_config, num_classes, dtype=_DTYPES[compute_dtype], depthwise_impl=depthwise_impl)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_variables(model, key: jax.Array, dummy: jax.Array) -> dict:
+    return model.init(key, dummy, train=False)
 
 
 def create_state(model, resolution: int, config: ClassifyConfig, steps_per_epoch: int) -> pose_train.TrainState:
     """Initialised params and BatchNorm statistics (from `config.seed`) plus the SGD state."""
     init_key, dropout_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    dummy = jnp.zeros((1, resolution, resolution, 3), jnp.float32)
-    variables = jax.jit(lambda key, x: model.init(key, x, train=False))(init_key, dummy)
+    variables = _init_variables(model, init_key, jnp.zeros((1, resolution, resolution, 3), jnp.float32))
     params = jax.tree.map(lambda a: a.astype(jnp.float32), variables["params"])
     return pose_train.TrainState.create(apply_fn=model.apply, params=params,
                                         batch_stats=variables.get("batch_stats", {}),
@@ -262,6 +295,11 @@ def train_step(state: pose_train.TrainState, batch: Mapping[str, jax.Array], *, 
 
 def make_train_step(config: ClassifyConfig, steps_per_epoch: int, mesh: Mesh):
     """`train_step` jitted over the mesh: state replicated and donated, batch split on "data"."""
+    return _jitted_train_step(_optimizer_key(config), steps_per_epoch, mesh)
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_train_step(config: ClassifyConfig, steps_per_epoch: int, mesh: Mesh):
     step = functools.partial(train_step, label_smoothing=config.label_smoothing,
                              schedule=learning_rate_schedule(config, steps_per_epoch))
     replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
@@ -274,6 +312,37 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Ar
 
 
 # ------------------------------------------------------------------------------- evaluation
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _scaled_batch_statistics(apply_fn, momentum: float, variables, image, key):
+    """Every BatchNorm layer's statistics of one batch in train mode, times (1 - momentum).
+
+    With the running averages set to zero, one train-mode pass leaves (1 - momentum) x the batch
+    statistics in them; the caller divides by (1 - momentum) once after summing.
+    """
+    zeros = jax.tree.map(jnp.zeros_like, variables["batch_stats"])
+    _, updates = apply_fn({"params": variables["params"], "batch_stats": zeros}, image, train=True,
+                          mutable=["batch_stats"], rngs={"dropout": key})
+    return updates["batch_stats"]
+
+
+def precise_batch_stats(model, variables: Mapping[str, Any], batches, momentum: float) -> Any:
+    """Population BatchNorm statistics under the current weights: the mean of each layer's batch
+    mean and variance over `batches` (each {"image": ...}), as pycls's precise BN computes them.
+
+    `momentum` is the BatchNorm decay every layer of the model uses (the backbone's `bn_decay`).
+    """
+    total, count = None, 0
+    for i, batch in enumerate(batches):
+        scaled = _scaled_batch_statistics(model.apply, float(momentum), variables, jnp.asarray(batch["image"]),
+                                          jax.random.PRNGKey(i))
+        total = scaled if total is None else jax.tree.map(jnp.add, total, scaled)
+        count += 1
+    if count == 0:
+        raise ValueError("precise_batch_stats needs at least one batch")
+    return jax.tree.map(lambda t, old: (t / (count * (1.0 - momentum))).astype(old.dtype), total,
+                        variables["batch_stats"])
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -429,6 +498,19 @@ def train_classifier(
     progress = tqdm(total=end, initial=start, desc=f"classify {model_config.name}", unit="step",
                     disable=not (cfg.progress and is_chief))
 
+    def recalibrate(state):
+        """The state with precise BN statistics from a side stream of training batches (main stream untouched)."""
+        side = ClassificationLoader(train_source, cfg.batch_size // jax.process_count(), resolution,
+                                    seed=cfg.seed + 1, augment=cfg.augment, random_augment=cfg.random_augment,
+                                    num_threads=cfg.num_threads)
+        try:
+            batches = (next(side) for _ in range(cfg.precise_bn_batches))
+            variables = {"params": state.params, "batch_stats": state.batch_stats}
+            stats = precise_batch_stats(model, variables, batches, model_config.backbone.bn_decay)
+        finally:
+            side.close()
+        return state.replace(batch_stats=pose_train.replicate(stats, mesh))
+
     def evaluate(state) -> dict[str, float]:
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         return evaluate_variables(model, variables, eval_source, resolution, batch_size=cfg.eval_batch_size,
@@ -442,6 +524,8 @@ def train_classifier(
             window_images += cfg.batch_size
             logging = step % cfg.log_every == 0 or step == end
             evaluating = eval_source is not None and (step == total_steps or (eval_every and step % eval_every == 0))
+            if cfg.precise_bn_batches and (evaluating or step == total_steps):
+                state = recalibrate(state)
             if logging or evaluating:
                 last = _host_metrics(step, metrics)
                 elapsed = time.perf_counter() - window_start

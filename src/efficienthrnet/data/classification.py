@@ -196,7 +196,9 @@ class TfdsSource:
         self.name = f"tfds:{name}:{self.split}"
         try:
             self._source = tfds.data_source(name, split=self.split, data_dir=self.data_dir, download=False)
-        except NotImplementedError as err:  # prepared, but as TFRecord files, which have no random access
+        except NotImplementedError as err:  # TFRecord files (or none at all): no random access
+            if not builder.is_prepared():
+                raise FileNotFoundError(not_prepared_message(name, self.data_dir, "no prepared files found")) from err
             hint = DEFAULT_PREPARE_HINT.format(name=name, data_dir=self.data_dir)
             raise ValueError(
                 f"TFDS dataset {name!r} under {self.data_dir} is not prepared in a random-access format "
