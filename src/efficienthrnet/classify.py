@@ -599,3 +599,138 @@ def evaluate_classifier(run_dir: str | os.PathLike, data: str | ClassificationSo
                               batch_size=batch_size or cfg.eval_batch_size,
                               max_examples=max_examples if max_examples is not None else cfg.eval_max_examples,
                               augment=cfg.augment)
+
+
+# ------------------------------------------------------------------------------- Table 2 sweep
+
+#: Which of the paper's Table 2 columns a sweep's data corresponds to.
+TABLE2_DATASETS = ("cifar100", "imagenet2012")
+
+
+def table2_reported_points(dataset: str = "cifar100"):
+    """The paper's Table 2 as reported, for one dataset: model, phi, resolution, params, macs, top1 (fraction).
+
+    Rows whose top-1 is not legible in the paper (B-3) keep top1 = NaN. The "FLOPs" column is
+    multiply-accumulates (see `efficienthrnet.complexity`).
+    """
+    import pandas as pd
+
+    from efficienthrnet.complexity import AS_REPORTED_CLASSIFIERS
+
+    if dataset not in TABLE2_DATASETS:
+        raise ValueError(f"Table 2 reports {TABLE2_DATASETS}, not {dataset!r}")
+    prefix = "cifar100" if dataset == "cifar100" else "imagenet"
+    rows = []
+    for r in AS_REPORTED_CLASSIFIERS.values():
+        top1 = getattr(r, f"{prefix}_top1")
+        rows.append({"model": r.model, "phi": float(r.phi), "resolution": r.resolution,
+                     "params": getattr(r, f"{prefix}_params"), "macs": r.flops,
+                     "top1": math.nan if top1 is None else top1 / 100, "note": r.note})
+    return pd.DataFrame(rows).sort_values("phi").reset_index(drop=True)
+
+
+def table2_comparison(rule: str = "reference"):
+    """Computed params / MACs of B0..B-4 (exact layer walk) beside the paper's Table 2 as reported."""
+    import pandas as pd
+
+    from efficienthrnet.complexity import AS_REPORTED_CLASSIFIERS, profile_classifier
+    from efficienthrnet.scaling import generate_config
+
+    rows = []
+    for phi, r in sorted(AS_REPORTED_CLASSIFIERS.items(), reverse=True):
+        cfg = generate_config(phi, rule=rule)
+        imagenet, cifar = profile_classifier(cfg, 1000), profile_classifier(cfg, 100)
+        rows.append({
+            "model": r.model, "resolution": cfg.backbone.classifier_resolution, "reported_resolution": r.resolution,
+            "macs": imagenet.macs, "reported_macs": r.flops,
+            "params_imagenet": imagenet.params, "reported_params_imagenet": r.imagenet_params,
+            "params_cifar100": cifar.params, "reported_params_cifar100": r.cifar100_params,
+            "params_backbone": imagenet.parts["backbone"][0],
+            "reported_top1_imagenet": r.imagenet_top1, "reported_top1_cifar100": r.cifar100_top1,
+        })
+    return pd.DataFrame(rows)
+
+
+def classify_trial_config(trial, spec) -> ClassifyConfig:
+    """The ClassifyConfig of a sweep trial: the spec's [train] table, the trial's seed, no progress bar."""
+    table = {"progress": False, **dict(spec.train), "seed": trial.seed}
+    try:
+        return ClassifyConfig.from_dict(table)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"sweep {spec.name!r}: [train] is not a valid ClassifyConfig: {err}") from None
+
+
+def run_classify_trial(trial, spec, trial_dir: Path) -> dict[str, Any]:
+    """Sweep task "classify": train B(phi) alone (resuming in trial_dir/run), evaluate, profile.
+
+    Spec settings: [train] holds `ClassifyConfig` fields; [options] holds ``data`` (a
+    classification spec such as "tfds:cifar100:DATA_DIR") and optionally ``eval_data``.
+    Result fields: top1, top5, params, macs, flops (of the classifier at its resolution),
+    params_backbone / macs_backbone, resolution, num_classes, train_steps, train_time_s,
+    final_loss, train_images_per_s.
+    """
+    from efficienthrnet.complexity import profile_classifier
+
+    data = spec.options.get("data")
+    if not isinstance(data, str):
+        raise ValueError(f"sweep {spec.name!r}: task 'classify' needs [options] data = \"tfds:NAME:DATA_DIR\" "
+                         f"(or \"shapes:K\"), got {data!r}")
+    cfg = trial.model_config()
+    config = classify_trial_config(trial, spec)
+    run_dir = Path(trial_dir) / "run"
+    start = time.perf_counter()
+    summary = train_classifier(cfg, config, data, run_dir, resume=True, eval_data=spec.options.get("eval_data"))
+    train_time = time.perf_counter() - start
+    top = {"top1": summary["top1"], "top5": summary["top5"]}
+    if top["top1"] is None and (run_dir / EVAL_FILE).is_file():  # finished earlier: nothing left to train
+        stored = json.loads((run_dir / EVAL_FILE).read_text())
+        top = {"top1": stored["top1"], "top5": stored["top5"]}
+    prof = profile_classifier(cfg, summary["num_classes"], summary["resolution"])
+    return {
+        **top,
+        "params": prof.params, "macs": prof.macs, "flops": prof.flops,
+        "params_backbone": prof.parts["backbone"][0], "macs_backbone": prof.parts["backbone"][1],
+        "resolution": summary["resolution"], "num_classes": summary["num_classes"],
+        "train_steps": summary["step"], "train_time_s": train_time,
+        "final_loss": summary["metrics"].get("loss"), "train_images_per_s": summary["images_per_s"],
+    }
+
+
+def plot_classify_sweep(run_dir: str | os.PathLike, dataset: str | None = None) -> list[Path]:
+    """Top-1 against MACs and against params for a classify sweep, with Table 2 as reported.
+
+    `dataset` picks Table 2's column ("cifar100" or "imagenet2012"); by default it is read from
+    the sweep's [options] table2 or guessed from its data spec; with neither, no reported points.
+    Plots go to RUN_DIR/plots/top1_vs_<cost>.{png,svg}.
+    """
+    from efficienthrnet import pareto
+    from efficienthrnet.sweep import load_results, load_sweep_spec
+
+    run_dir = Path(run_dir)
+    df = load_results(run_dir)
+    spec = load_sweep_spec(run_dir)
+    if dataset is None and spec is not None:
+        dataset = spec.options.get("table2") or next(
+            (name for name in TABLE2_DATASETS if f":{name}:" in str(spec.options.get("data", ""))), None)
+    reported = None
+    if dataset is not None:
+        reported = table2_reported_points(dataset).dropna(subset=["top1"])
+    points = pareto.finished_points(df, ["top1", "macs", "params"])
+    if points.empty or "top1" not in points.columns or points["top1"].isna().all():
+        raise ValueError(f"{run_dir} has no finished classify trial with a top-1; nothing to plot")
+    name = spec.name if spec is not None else run_dir.name
+    paths: list[Path] = []
+    for cost in ("macs", "params"):
+        title = f"{name}: top-1 against {cost}" + (f" (paper: Table 2, {dataset})" if dataset else "")
+        paths += pareto.plot_tradeoff(points, cost, run_dir / pareto.PLOTS_DIR / f"top1_vs_{cost}", "top1",
+                                      reported, title=title)
+    return paths
+
+
+def _register_sweep_task() -> None:
+    from efficienthrnet import sweep
+
+    sweep.register_task(TASK, run_classify_trial)
+
+
+_register_sweep_task()
