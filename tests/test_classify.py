@@ -280,3 +280,73 @@ def test_precise_batch_stats_average_the_batch_statistics():
     stats = classify.precise_batch_stats(model, variables, batches, momentum=0.9)["BatchNorm_0"]
     np.testing.assert_allclose(stats["mean"], np.mean([b["image"].mean(0) for b in batches], 0), rtol=1e-5)
     np.testing.assert_allclose(stats["var"], np.mean([b["image"].var(0) for b in batches], 0), rtol=1e-4)
+
+
+# --------------------------------------------------------------------- backbone and sweep
+
+
+def test_backbone_from_run_is_the_checkpointed_backbone(shapes_run, model_config):
+    from flax import traverse_util
+
+    from efficienthrnet import backbone_init
+    from efficienthrnet.nn.model import init_shapes
+
+    weights = backbone_init.backbone_from_classifier_run(shapes_run["dir"])
+    _, _, variables, _ = classify.load_classifier(shapes_run["dir"])
+    pose = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), init_shapes(model_config, RESOLUTION))
+    merged = backbone_init.merge_backbone(pose, weights, model_config)
+    for collection in ("params", "batch_stats"):
+        want = traverse_util.flatten_dict(variables[collection]["backbone"])
+        got = traverse_util.flatten_dict(merged[collection]["backbone"])
+        assert got.keys() == want.keys()
+        for path, leaf in want.items():
+            np.testing.assert_array_equal(np.asarray(got[path]), np.asarray(leaf))
+    with pytest.raises(ValueError, match=r"phi=-4, rule='reference'.*phi=-3, rule='reference'"):
+        backbone_init.check_compatible(weights, generate_config(-3, rule="reference"))
+
+
+def test_classify_sweep_task_records_top1_and_costs(tmp_path, fast_compile):
+    from efficienthrnet import sweep
+    from efficienthrnet.complexity import profile_classifier
+
+    train = {k: v for k, v in run_config(epochs=0.2).to_dict().items() if k != "augment"}
+    spec = sweep.SweepSpec.from_dict({
+        "name": "table2-smoke", "task": "classify", "phi": [-4], "rules": ["reference"], "seeds": [0],
+        "output": str(tmp_path / "sweep"), "train": train, "options": {"data": "shapes:10", "table2": "cifar100"},
+        "latency": {"enabled": False},
+    })
+    sweep.run_sweep(spec)
+    df = sweep.load_results(tmp_path / "sweep")
+    row = df.iloc[0]
+    assert row["status"] == "done", row["error"]
+    expected = profile_classifier(generate_config(-4, rule="reference"), 10, RESOLUTION)
+    assert row["macs"] == expected.macs and row["params"] == expected.params
+    assert 0.0 <= row["top1"] <= row["top5"] <= 1.0 and row["train_steps"] == 2
+    paths = classify.plot_classify_sweep(tmp_path / "sweep")
+    assert {p.name for p in paths} == {"top1_vs_macs.png", "top1_vs_macs.svg", "top1_vs_params.png",
+                                       "top1_vs_params.svg"}
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_table2_computed_against_reported():
+    """The exact layer walk gives the reference's measured classifier sizes (reference page 8.2)."""
+    table = classify.table2_comparison("reference").set_index("model")
+    assert table.loc["B0", "params_imagenet"] == 5_288_548 and table.loc["B0", "params_cifar100"] == 4_135_648
+    assert table.loc["B-4", "params_backbone"] == 993_186
+    assert table.loc["B-4", "reported_params_imagenet"] == 1.3e6  # the paper's copy error, kept as reported
+    assert list(table["resolution"]) == [224, 195, 169, 147, 128]
+    ratio = table["macs"] / table["reported_macs"]
+    assert ratio.between(0.7, 1.0).all(), ratio
+
+
+def test_table2_sweep_spec_parses_into_classify_trials():
+    from pathlib import Path
+
+    from efficienthrnet import sweep
+
+    spec = sweep.load_spec(Path(__file__).resolve().parents[1] / "experiments" / "table2.toml")
+    trials = sweep.expand_trials(spec)
+    assert [t.phi for t in trials] == [-4.0, -3.0, -2.0, -1.0, 0.0] and spec.task == "classify"
+    config = classify.classify_trial_config(trials[0], spec)
+    assert (config.epochs, config.learning_rate, config.warmup_epochs, config.decay_every_epochs) == (200, 0.05, 5, 30)
+    assert sweep.get_task("classify") is classify.run_classify_trial
