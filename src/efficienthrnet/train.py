@@ -197,8 +197,13 @@ def backbone_labels(params: Mapping[str, Any]) -> Any:
     return traverse_util.path_aware_map(lambda path, _: "frozen" if path[0] == BACKBONE_MODULE else "trained", params)
 
 
+@functools.lru_cache(maxsize=16)
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """Adam (or AdamW when weight_decay > 0) on the schedule, with the backbone optionally frozen."""
+    """Adam (or AdamW when weight_decay > 0) on the schedule, with the backbone optionally frozen.
+
+    Cached per config: the optimizer is a static part of the train state, so an equal object
+    lets a second run in the same process reuse the compiled step.
+    """
     schedule = learning_rate_schedule(config)
     if config.weight_decay > 0:
         tx = optax.adamw(schedule, weight_decay=config.weight_decay)
@@ -223,11 +228,16 @@ class TrainState(train_state.TrainState):
     rng: jax.Array = None
 
 
-def build_model(model_config: ModelConfig) -> nn.Module:
-    """The flax module for a config (imported here so that the losses need no model)."""
-    from efficienthrnet.nn.model import EfficientHRNet
+@functools.lru_cache(maxsize=16)
+def build_model(model_config: ModelConfig, compute_dtype: str = "float32") -> nn.Module:
+    """The flax module for a config, computing in ``compute_dtype`` (its parameters stay float32).
 
-    return EfficientHRNet(model_config)
+    Cached: the same config gives the same module object, so that jitted functions keyed on
+    ``model.apply`` (the train state's apply_fn) compile once per process, not once per run.
+    """
+    from efficienthrnet.nn.model import EfficientHRNet  # here, so that losses and configs need no model
+
+    return EfficientHRNet(model_config, dtype=_COMPUTE_DTYPES[compute_dtype])
 
 
 def create_train_state(model: nn.Module, model_config: ModelConfig, config: TrainConfig) -> TrainState:
@@ -235,14 +245,23 @@ def create_train_state(model: nn.Module, model_config: ModelConfig, config: Trai
     init_key, dropout_key = jax.random.split(jax.random.PRNGKey(config.seed))
     size = model_config.input_size
     dummy = jnp.zeros((1, size, size, 3), jnp.float32)
-    variables = jax.jit(lambda key, x: model.init(key, x, train=False))(init_key, dummy)
-    return TrainState.create(
+    variables = _jitted_init(model)(init_key, dummy)
+    state = TrainState.create(
         apply_fn=model.apply,
         params=variables["params"],
         batch_stats=variables.get("batch_stats", {}),
         tx=make_optimizer(config),
         rng=dropout_key,
     )
+    # A strongly typed step, as a restored checkpoint has: otherwise the first step after a
+    # resume sees another input type and compiles again.
+    return state.replace(step=jnp.asarray(state.step, jnp.int32))
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_init(model: nn.Module) -> Callable:
+    """``model.init`` in eval mode, jitted once per module (compiling the model is the slow part)."""
+    return jax.jit(lambda key, x: model.init(key, x, train=False))
 
 
 def _cast_floating(tree: Any, dtype) -> Any:
@@ -304,8 +323,16 @@ def maybe_initialize_distributed(config: TrainConfig) -> bool:
 
 
 def make_mesh(devices: list | None = None) -> Mesh:
-    """A one-axis ("data") mesh over the given devices, by default every device of every host."""
-    devices = jax.devices() if devices is None else list(devices)
+    """A one-axis ("data") mesh over the given devices, by default every device of every host.
+
+    The same devices give the same Mesh object (equal meshes do not hash equal), so that the
+    cached jitted step is found again.
+    """
+    return _mesh_of(tuple(jax.devices() if devices is None else devices))
+
+
+@functools.lru_cache(maxsize=8)
+def _mesh_of(devices: tuple) -> Mesh:
     return Mesh(np.asarray(devices), ("data",))
 
 
@@ -334,8 +361,12 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
+@functools.lru_cache(maxsize=16)
 def make_train_step(config: TrainConfig, mesh: Mesh) -> Callable:
-    """`train_step` jitted for the mesh: state replicated and donated, batch split on "data"."""
+    """`train_step` jitted for the mesh: state replicated and donated, batch split on "data".
+
+    Cached per (config, mesh), so that repeated runs in one process (resume, sweeps, tests)
+    reuse the compiled step."""
     step = functools.partial(
         train_step,
         loss_weights=config.loss_weights,
@@ -583,7 +614,10 @@ def train(
     prepare_run_dir(run_dir, model_config, train_config, data_spec, resume)
     is_chief = jax.process_index() == 0
 
-    model = build_model(model_config) if model is None else model
+    if model is None:
+        model = build_model(model_config, train_config.compute_dtype)
+    elif hasattr(model, "dtype"):
+        model = model.clone(dtype=_COMPUTE_DTYPES[train_config.compute_dtype])
     state = replicate(create_train_state(model, model_config, train_config), mesh)
     loader = make_train_loader(data_spec, model_config, train_config) if loader is None else loader
     manager = checkpoint_manager(run_dir, train_config)
@@ -603,12 +637,13 @@ def train(
     iterator = iter(loader)
     last: dict[str, float] = {}
     window = {"start": time.perf_counter(), "wait": 0.0, "images": 0}
-    totals = {"time": 0.0, "wait": 0.0, "images": 0}
+    totals = {"time": 0.0, "wait": 0.0, "images": 0, "windows": 0}
     pending = None  # (step, device metrics) checked one step late so that dispatch stays async
 
     def finish(step: int, metrics) -> None:
         nonlocal last
         last = _check_finite(step, metrics)
+        window["images"] += train_config.batch_size
         progress.update(step - progress.n)
         progress.set_postfix(loss=f"{last['loss']:.4g}")
         if step % train_config.log_every == 0 or step == end:
@@ -620,8 +655,13 @@ def train(
                 "input_wait_share": window["wait"] / elapsed,
             }
             writer.write(record)
-            for key, name in (("time", None), ("wait", "wait"), ("images", "images")):
-                totals[key] += elapsed if name is None else window[name]
+            if totals["windows"] > 0 or step == end:
+                # The run's throughput leaves out the first window (it holds the compilation)
+                # unless that window is the whole run.
+                totals["time"] += elapsed
+                totals["wait"] += window["wait"]
+                totals["images"] += window["images"]
+            totals["windows"] += 1
             window.update(start=time.perf_counter(), wait=0.0, images=0)
 
     try:
@@ -633,7 +673,6 @@ def train(
                 raise RuntimeError(f"the training data ran out at step {step}; the loader must repeat") from None
             window["wait"] += time.perf_counter() - t0
             state, metrics = step_fn(state, shard_batch(host_batch, mesh))
-            window["images"] += train_config.batch_size
             if pending is not None:
                 finish(*pending)
             pending = (step, metrics)

@@ -1,0 +1,103 @@
+"""Training the real EfficientHRNet (phi=-4, 64 px) on synthetic data through the real pipeline.
+
+One module fixture trains 12 steps (the compile dominates, so every test here reads that run):
+the loss must fall clearly, a resume from its step-6 checkpoint must reproduce its step-12
+parameters bit for bit, and checkpoints of another phi or rule must be refused.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from efficienthrnet import train as T
+from efficienthrnet.data.synthetic import make_synthetic_dataset
+from efficienthrnet.nn.model import init_shapes
+from efficienthrnet.scaling import generate_config
+
+SIZE = 64
+CONFIG = T.TrainConfig(
+    steps=12,
+    batch_size=4,
+    input_size=SIZE,
+    # A short run: a higher constant rate shows learning within 12 steps.
+    learning_rate=3e-3,
+    decay_factor=1.0,
+    checkpoint_every=6,
+    keep_checkpoints=2,
+    log_every=1,
+    progress=False,
+)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)  # compile time dominates, not speed
+    root = tmp_path_factory.mktemp("train_real")
+    make_synthetic_dataset(root / "data", num_images=16, image_size=128, seed=0)
+    spec = f"synthetic:{root / 'data'}"
+    summary = T.train(generate_config(-4), CONFIG, spec, root / "full")
+    yield {"root": root, "spec": spec, "summary": summary}
+    jax.config.update("jax_disable_most_optimizations", previous)
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_loss_falls_clearly_on_synthetic_data(full_run):
+    losses = [r["loss"] for r in read_metrics(full_run["root"] / "full")]
+    assert len(losses) == 12 and all(np.isfinite(losses))
+    first, last = np.mean(losses[:3]), np.mean(losses[-3:])
+    assert last < 0.5 * first, f"loss went from {first:.4f} (steps 1-3) to {last:.4f} (steps 10-12)"
+    assert full_run["summary"]["step"] == 12 and full_run["summary"]["images_per_s"] > 0
+
+
+def test_resume_from_checkpoint_reproduces_the_uninterrupted_run(full_run):
+    root = full_run["root"]
+    # A run that stopped after step 6: the same folder as the full run had then.
+    shutil.copytree(root / "full", root / "resumed")
+    shutil.rmtree(root / "resumed" / "checkpoints" / "12")
+    summary = T.train(generate_config(-4), CONFIG, full_run["spec"], root / "resumed", resume=True)
+    assert summary["start_step"] == 6 and summary["step"] == 12
+    _, _, uninterrupted = T.load_for_inference(root / "full")
+    _, _, resumed = T.load_for_inference(root / "resumed")
+    jax.tree.map(np.testing.assert_array_equal, uninterrupted, resumed)
+    # metrics.jsonl holds each step once, the resumed steps with the same losses
+    full, again = read_metrics(root / "full"), read_metrics(root / "resumed")
+    assert [r["step"] for r in again] == list(range(1, 13))
+    assert [r["loss"] for r in again] == [r["loss"] for r in full]
+
+
+def test_load_for_inference_gives_the_model_variables(full_run):
+    model_config, model, variables = T.load_for_inference(full_run["root"] / "full", step=6)
+    assert model_config.phi == -4 and model_config.input_size == SIZE
+    expected = init_shapes(model_config)
+    shapes = jax.tree.map(lambda a: a.shape, variables)
+    assert shapes == jax.tree.map(lambda a: a.shape, dict(expected))
+    with pytest.raises(FileNotFoundError, match="no checkpoint at step 5; it has steps \\[6, 12\\]"):
+        T.load_for_inference(full_run["root"] / "full", step=5)
+
+
+@pytest.mark.parametrize(
+    "other, named",
+    [((-3, "efficienthrnet"), "phi=-3"), ((-4, "reference"), "rule='reference'")],
+)
+def test_checkpoint_of_another_phi_or_rule_is_refused(full_run, other, named):
+    phi, rule = other
+    requested = generate_config(phi, rule=rule)
+    run_dir = full_run["root"] / "full"
+    with pytest.raises(ValueError, match=f"rule='efficienthrnet' phi=-4.*{named}"):
+        T.train(requested, CONFIG, full_run["spec"], run_dir, resume=True)
+    # the checkpoint itself carries its model config, checked even without config.json
+    manager = T.checkpoint_manager(run_dir, read_only=True)
+    try:
+        with pytest.raises(ValueError, match=f"checkpoint .*rule='efficienthrnet' phi=-4.*{named}"):
+            T.restore_checkpoint(manager, None, requested.with_input_size(SIZE))
+    finally:
+        manager.close()
