@@ -15,7 +15,12 @@ import numpy as np
 import pytest
 
 from efficienthrnet import classify
-from efficienthrnet.classify import ClassifyConfig, evaluate_classifier, learning_rate_schedule, train_classifier
+from efficienthrnet.classify import (
+    ClassifyConfig,
+    evaluate_classifier,
+    learning_rate_schedule,
+    train_classifier,
+)
 from efficienthrnet.data.classification import (
     ArraySource,
     ClassificationAugment,
@@ -48,9 +53,19 @@ def run_config(epochs: float, **overrides) -> ClassifyConfig:
     runs recompute them before evaluating (precise BN).
     """
     settings = dict(
-        epochs=epochs, steps_per_epoch=STEPS_PER_EPOCH, batch_size=16, resolution=RESOLUTION, learning_rate=0.02,
-        warmup_epochs=0.5, decay_every_epochs=3.0, eval_batch_size=50, log_every=5, checkpoint_every=1000,
-        random_augment=False, precise_bn_batches=8, progress=False,
+        epochs=epochs,
+        steps_per_epoch=STEPS_PER_EPOCH,
+        batch_size=16,
+        resolution=RESOLUTION,
+        learning_rate=0.02,
+        warmup_epochs=0.5,
+        decay_every_epochs=3.0,
+        eval_batch_size=50,
+        log_every=5,
+        checkpoint_every=1000,
+        random_augment=False,
+        precise_bn_batches=8,
+        progress=False,
     )
     settings.update(overrides)
     return ClassifyConfig(**settings)
@@ -80,7 +95,7 @@ def shapes_run(tmp_path_factory, fast_compile, model_config):
 def test_paper_schedule_in_steps():
     """Default: 1e-4 rising linearly to 0.05 over 5 epochs, then x0.1 every 30 epochs."""
     schedule = learning_rate_schedule(ClassifyConfig(), steps_per_epoch=10)
-    lr = lambda step: float(schedule(step))  # noqa: E731
+    lr = lambda step: float(schedule(step))
     assert lr(0) == pytest.approx(1e-4)
     assert lr(25) == pytest.approx(1e-4 + (0.05 - 1e-4) * 0.5, rel=1e-5)
     assert lr(50) == pytest.approx(0.05)
@@ -97,10 +112,13 @@ def test_weight_decay_is_added_to_gradients_like_torch_sgd():
     params = {"kernel": np.array([1.0, -2.0], np.float32), "bias": np.array([3.0], np.float32)}
     grads = {"kernel": np.array([0.5, 0.5], np.float32), "bias": np.array([1.0], np.float32)}
     updates, _ = tx.update(grads, tx.init(params), params)
-    np.testing.assert_allclose(updates["kernel"], -0.1 * (grads["kernel"] + 0.01 * params["kernel"]), rtol=1e-6)
+    np.testing.assert_allclose(
+        updates["kernel"], -0.1 * (grads["kernel"] + 0.01 * params["kernel"]), rtol=1e-6
+    )
     np.testing.assert_allclose(updates["bias"], -0.1 * (grads["bias"] + 0.01 * params["bias"]), rtol=1e-6)
-    kernels_only = classify.make_optimizer(ClassifyConfig(warmup_epochs=0, learning_rate=0.1, weight_decay=0.01,
-                                                          decay_norm_and_bias=False), 1)
+    kernels_only = classify.make_optimizer(
+        ClassifyConfig(warmup_epochs=0, learning_rate=0.1, weight_decay=0.01, decay_norm_and_bias=False), 1
+    )
     updates, _ = kernels_only.update(grads, kernels_only.init(params), params)
     np.testing.assert_allclose(updates["bias"], -0.1 * grads["bias"], rtol=1e-6)
 
@@ -113,7 +131,9 @@ def test_cross_entropy_with_label_smoothing_matches_formula():
     np.testing.assert_allclose(classify.cross_entropy(logits, labels), plain, rtol=1e-5)
     eps = 0.3
     targets = np.full((2, 3), eps / 3) + (1 - eps) * np.eye(3)[labels]
-    np.testing.assert_allclose(classify.cross_entropy(logits, labels, eps), -(targets * logp).sum(-1), rtol=1e-5)
+    np.testing.assert_allclose(
+        classify.cross_entropy(logits, labels, eps), -(targets * logp).sum(-1), rtol=1e-5
+    )
 
 
 def test_topk_correct_and_cap_at_class_count():
@@ -125,7 +145,9 @@ def test_topk_correct_and_cap_at_class_count():
 
 
 def test_config_round_trip_and_bad_values():
-    config = ClassifyConfig(epochs=3, label_smoothing=0.1, augment=ClassificationAugment(crop_scale=(0.5, 1.0)))
+    config = ClassifyConfig(
+        epochs=3, label_smoothing=0.1, augment=ClassificationAugment(crop_scale=(0.5, 1.0))
+    )
     assert ClassifyConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     with pytest.raises(ValueError, match="label_smoothing"):
         ClassifyConfig(label_smoothing=1.0)
@@ -144,7 +166,10 @@ def test_synthetic_classes_differ_in_colour_or_shape():
     assert np.bincount(source.labels, minlength=24).tolist() == [2] * 24
     from efficienthrnet.data import classification as c
 
-    pairs = {(k % len(c._COLOURS), (k % len(c._COLOURS) + k // len(c._COLOURS)) % len(c._SHAPES)) for k in range(24)}
+    pairs = {
+        (k % len(c._COLOURS), (k % len(c._COLOURS) + k // len(c._COLOURS)) % len(c._SHAPES))
+        for k in range(24)
+    }
     assert len(pairs) == 24
     image, label = source[0]
     assert image.dtype == np.uint8 and image.shape == (32, 32, 3)
@@ -229,7 +254,12 @@ def test_resume_continues_from_the_checkpoint(shapes_run):
     assert lrs[5] < lrs[10] == pytest.approx(0.02) and lrs[35] == pytest.approx(0.02)
     assert lrs[40] == pytest.approx(0.002)
     with pytest.raises(FileExistsError, match="resume=True"):
-        train_classifier(generate_config(-4, rule="reference"), run_config(4.0), synthetic_shapes(32, 10), shapes_run["dir"])
+        train_classifier(
+            generate_config(-4, rule="reference"),
+            run_config(4.0),
+            synthetic_shapes(32, 10),
+            shapes_run["dir"],
+        )
 
 
 def test_evaluate_classifier_reproduces_final_eval(shapes_run):
@@ -244,7 +274,9 @@ def test_evaluate_classifier_reproduces_final_eval(shapes_run):
 
 
 def test_tfds_run_on_mock_cifar(tmp_path, fast_compile, model_config):
-    tfds = pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets not installed (extra 'tfds')")
+    tfds = pytest.importorskip(
+        "tensorflow_datasets", reason="tensorflow-datasets not installed (extra 'tfds')"
+    )
     spec = f"tfds:cifar10:{tmp_path / 'tfds'}"
     with tfds.testing.mock_data(num_examples=64, policy=tfds.testing.MockPolicy.USE_CODE):
         source = open_source(spec, "val")
@@ -260,7 +292,9 @@ def test_tfds_run_on_mock_cifar(tmp_path, fast_compile, model_config):
 
 def test_tfds_unprepared_dataset_names_dir_and_fix(tmp_path):
     pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets not installed (extra 'tfds')")
-    with pytest.raises(FileNotFoundError, match=r"not prepared under data_dir .*tfds build cifar100 --data_dir="):
+    with pytest.raises(
+        FileNotFoundError, match=r"not prepared under data_dir .*tfds build cifar100 --data_dir="
+    ):
         open_source(f"tfds:cifar100:{tmp_path}", "train")
 
 
@@ -310,11 +344,19 @@ def test_classify_sweep_task_records_top1_and_costs(tmp_path, fast_compile):
     from efficienthrnet.complexity import profile_classifier
 
     train = {k: v for k, v in run_config(epochs=0.2).to_dict().items() if k != "augment"}
-    spec = sweep.SweepSpec.from_dict({
-        "name": "table2-smoke", "task": "classify", "phi": [-4], "rules": ["reference"], "seeds": [0],
-        "output": str(tmp_path / "sweep"), "train": train, "options": {"data": "shapes:10", "table2": "cifar100"},
-        "latency": {"enabled": False},
-    })
+    spec = sweep.SweepSpec.from_dict(
+        {
+            "name": "table2-smoke",
+            "task": "classify",
+            "phi": [-4],
+            "rules": ["reference"],
+            "seeds": [0],
+            "output": str(tmp_path / "sweep"),
+            "train": train,
+            "options": {"data": "shapes:10", "table2": "cifar100"},
+            "latency": {"enabled": False},
+        }
+    )
     sweep.run_sweep(spec)
     df = sweep.load_results(tmp_path / "sweep")
     row = df.iloc[0]
@@ -323,8 +365,12 @@ def test_classify_sweep_task_records_top1_and_costs(tmp_path, fast_compile):
     assert row["macs"] == expected.macs and row["params"] == expected.params
     assert 0.0 <= row["top1"] <= row["top5"] <= 1.0 and row["train_steps"] == 2
     paths = classify.plot_classify_sweep(tmp_path / "sweep")
-    assert {p.name for p in paths} == {"top1_vs_macs.png", "top1_vs_macs.svg", "top1_vs_params.png",
-                                       "top1_vs_params.svg"}
+    assert {p.name for p in paths} == {
+        "top1_vs_macs.png",
+        "top1_vs_macs.svg",
+        "top1_vs_params.png",
+        "top1_vs_params.svg",
+    }
     assert all(p.stat().st_size > 1000 for p in paths)
 
 
@@ -348,5 +394,10 @@ def test_table2_sweep_spec_parses_into_classify_trials():
     trials = sweep.expand_trials(spec)
     assert [t.phi for t in trials] == [-4.0, -3.0, -2.0, -1.0, 0.0] and spec.task == "classify"
     config = classify.classify_trial_config(trials[0], spec)
-    assert (config.epochs, config.learning_rate, config.warmup_epochs, config.decay_every_epochs) == (200, 0.05, 5, 30)
+    assert (config.epochs, config.learning_rate, config.warmup_epochs, config.decay_every_epochs) == (
+        200,
+        0.05,
+        5,
+        30,
+    )
     assert sweep.get_task("classify") is classify.run_classify_trial

@@ -32,7 +32,9 @@ def b4():
 @pytest.fixture(scope="module")
 def classifier_variables(b4):
     model = EfficientNetClassifier(b4, 10)
-    shapes = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, SIZE, SIZE, 3)), train=False), jax.random.key(0))
+    shapes = jax.eval_shape(
+        lambda k: model.init(k, jnp.zeros((1, SIZE, SIZE, 3)), train=False), jax.random.key(0)
+    )
     return random_values(shapes, seed=1)
 
 
@@ -55,13 +57,16 @@ def test_same_phi_loads_exactly_the_classifier_backbone(b4, classifier_variables
         for part in ("hrnet", "head"):
             for path, leaf in traverse_util.flatten_dict(pose_variables[collection].get(part, {})).items():
                 np.testing.assert_array_equal(
-                    np.asarray(traverse_util.flatten_dict(merged[collection][part])[path]), leaf)
+                    np.asarray(traverse_util.flatten_dict(merged[collection][part])[path]), leaf
+                )
 
 
 def test_other_phi_is_refused_naming_both(b4, classifier_variables, pose_variables):
     weights = bi.backbone_from_classifier_variables(classifier_variables, b4)
     b3 = generate_config(-3, rule="reference")
-    with pytest.raises(ValueError, match=r"trained at phi=-4, rule='reference'.*pose model at phi=-3, rule='reference'"):
+    with pytest.raises(
+        ValueError, match=r"trained at phi=-4, rule='reference'.*pose model at phi=-3, rule='reference'"
+    ):
         bi.merge_backbone(random_values(init_shapes(b3, SIZE), 0), weights, b3)
     other_rule = generate_config(-4, rule="efficienthrnet")
     with pytest.raises(ValueError, match=r"phi=-4, rule='reference'.*phi=-4, rule='efficienthrnet'"):

@@ -61,8 +61,9 @@ def describe(config: ModelConfig) -> str:
     return f"phi={config.phi:g}, rule={config.rule!r}"
 
 
-def backbone_from_classifier_variables(variables: Mapping[str, Any], model_config: ModelConfig,
-                                       source: str = "classifier variables") -> BackboneWeights:
+def backbone_from_classifier_variables(
+    variables: Mapping[str, Any], model_config: ModelConfig, source: str = "classifier variables"
+) -> BackboneWeights:
     """The backbone part of `EfficientNetClassifier` variables; the head is dropped by name.
 
     Raises ValueError when there is no backbone or an unknown top-level entry is present.
@@ -71,12 +72,16 @@ def backbone_from_classifier_variables(variables: Mapping[str, Any], model_confi
     for collection in COLLECTIONS:
         tree = variables.get(collection, {})
         if BACKBONE not in tree:
-            raise ValueError(f"{source}: '{collection}' has no '{BACKBONE}' entry (top-level keys {sorted(tree)}); "
-                             f"expected EfficientNetClassifier variables")
+            raise ValueError(
+                f"{source}: '{collection}' has no '{BACKBONE}' entry (top-level keys {sorted(tree)}); "
+                f"expected EfficientNetClassifier variables"
+            )
         unknown = sorted(set(tree) - {BACKBONE, *CLASSIFIER_HEAD})
         if unknown:
-            raise ValueError(f"{source}: unexpected top-level '{collection}' entries {unknown}; a classifier has "
-                             f"only '{BACKBONE}' and the head {list(CLASSIFIER_HEAD)}")
+            raise ValueError(
+                f"{source}: unexpected top-level '{collection}' entries {unknown}; a classifier has "
+                f"only '{BACKBONE}' and the head {list(CLASSIFIER_HEAD)}"
+            )
         out[collection] = tree[BACKBONE]
         dropped |= set(tree) - {BACKBONE}
     return BackboneWeights(out, model_config, source, tuple(sorted(dropped)))
@@ -91,7 +96,9 @@ def backbone_from_classifier_run(run_dir: str | os.PathLike, step: int | None = 
     return backbone_from_classifier_variables(variables, model_config, where)
 
 
-def backbone_from_torch(checkpoint: str | os.PathLike | Mapping[str, Any], model_config: ModelConfig) -> BackboneWeights:
+def backbone_from_torch(
+    checkpoint: str | os.PathLike | Mapping[str, Any], model_config: ModelConfig
+) -> BackboneWeights:
     """The authors' compact EfficientNet weights (a .pth file or a state dict) for `model_config`'s phi and rule.
 
     Conversion is strict on the `features.*` backbone entries (`efficienthrnet.convert`); the
@@ -110,23 +117,31 @@ def backbone_from_torch(checkpoint: str | os.PathLike | Mapping[str, Any], model
     return BackboneWeights(variables, model_config, source)
 
 
-def load_backbone_weights(source: str | os.PathLike, model_config: ModelConfig | None = None,
-                          step: int | None = None) -> BackboneWeights:
+def load_backbone_weights(
+    source: str | os.PathLike, model_config: ModelConfig | None = None, step: int | None = None
+) -> BackboneWeights:
     """A classifier run folder, or a PyTorch .pth/.pt file (which needs the `model_config` it was trained as)."""
     path = Path(source)
     if path.is_dir():
         return backbone_from_classifier_run(path, step)
     if path.is_file() and path.suffix in (".pth", ".pt"):
         if model_config is None:
-            raise ValueError(f"{path} is a PyTorch checkpoint: pass the model config (phi and rule) it was trained with")
+            raise ValueError(
+                f"{path} is a PyTorch checkpoint: pass the model config (phi and rule) it was trained with"
+            )
         return backbone_from_torch(path, model_config)
-    raise FileNotFoundError(f"backbone source {source} is neither a classifier run folder nor a .pth/.pt file")
+    raise FileNotFoundError(
+        f"backbone source {source} is neither a classifier run folder nor a .pth/.pt file"
+    )
 
 
 def check_compatible(weights: BackboneWeights, pose_config: ModelConfig) -> None:
     """Refuse a backbone of another phi or rule (or another backbone architecture), naming both."""
     trained = weights.model_config
-    if (trained.phi, trained.rule) != (pose_config.phi, pose_config.rule) or trained.backbone != pose_config.backbone:
+    if (trained.phi, trained.rule) != (
+        pose_config.phi,
+        pose_config.rule,
+    ) or trained.backbone != pose_config.backbone:
         raise ValueError(
             f"cannot load the backbone from {weights.source} (trained at {describe(trained)}) into a pose model at "
             f"{describe(pose_config)}: widths and depths differ between the two; train or convert a backbone at "
@@ -138,7 +153,9 @@ def _flat(tree: Mapping[str, Any]) -> dict[tuple[str, ...], Any]:
     return traverse_util.flatten_dict(dict(tree)) if tree else {}
 
 
-def merge_backbone(pose_variables: Mapping[str, Any], weights: BackboneWeights, pose_config: ModelConfig) -> dict:
+def merge_backbone(
+    pose_variables: Mapping[str, Any], weights: BackboneWeights, pose_config: ModelConfig
+) -> dict:
     """`pose_variables` of `EfficientHRNet(pose_config)` with the backbone replaced by `weights`, strictly.
 
     Every leaf under "backbone" in params and batch_stats must be matched by a leaf of the same
@@ -158,7 +175,9 @@ def merge_backbone(pose_variables: Mapping[str, Any], weights: BackboneWeights, 
         for path in sorted(target.keys() & given.keys()):
             want, have = tuple(target[path].shape), tuple(np.shape(given[path]))
             if want != have:
-                problems.append(f"mis-shaped {collection}/{'/'.join(path)}: {have}, the pose model needs {want}")
+                problems.append(
+                    f"mis-shaped {collection}/{'/'.join(path)}: {have}, the pose model needs {want}"
+                )
                 continue
             replaced[path] = jnp.asarray(given[path], dtype=target[path].dtype)
         if collection in pose_variables:
@@ -166,19 +185,27 @@ def merge_backbone(pose_variables: Mapping[str, Any], weights: BackboneWeights, 
             subtree[BACKBONE] = traverse_util.unflatten_dict(replaced) if replaced else {}
             merged[collection] = subtree
     if problems:
-        raise ValueError(f"cannot load the backbone from {weights.source} into the pose model at "
-                         f"{describe(pose_config)}:\n  " + "\n  ".join(problems))
+        raise ValueError(
+            f"cannot load the backbone from {weights.source} into the pose model at "
+            f"{describe(pose_config)}:\n  " + "\n  ".join(problems)
+        )
     return merged
 
 
-def init_pose_variables(pose_config: ModelConfig, weights: BackboneWeights, key: jax.Array | None = None,
-                        input_size: int | None = None) -> dict:
+def init_pose_variables(
+    pose_config: ModelConfig,
+    weights: BackboneWeights,
+    key: jax.Array | None = None,
+    input_size: int | None = None,
+) -> dict:
     """Fresh `EfficientHRNet(pose_config)` variables (HR network and head from `key`) with the trained backbone."""
     check_compatible(weights, pose_config)  # before the (slow) init
     key = jax.random.PRNGKey(0) if key is None else key
     size = input_size or 2 * max(pose_config.backbone.tap_strides)  # parameters do not depend on the size
     model = EfficientHRNet(pose_config)
-    variables = jax.jit(lambda k, x: model.init(k, x, train=False))(key, jnp.zeros((1, size, size, 3), jnp.float32))
+    variables = jax.jit(lambda k, x: model.init(k, x, train=False))(
+        key, jnp.zeros((1, size, size, 3), jnp.float32)
+    )
     return merge_backbone(variables, weights, pose_config)
 
 
@@ -195,11 +222,15 @@ class PretrainedBackboneHRNet(EfficientHRNet):
     def init(self, rngs, *args, **kwargs):
         variables = super().init(rngs, *args, **kwargs)
         if self.backbone_weights is None:
-            raise ValueError("PretrainedBackboneHRNet needs backbone_weights; use pose_model_with_backbone(cfg, weights)")
+            raise ValueError(
+                "PretrainedBackboneHRNet needs backbone_weights; use pose_model_with_backbone(cfg, weights)"
+            )
         return merge_backbone(variables, self.backbone_weights, self.config)
 
 
-def pose_model_with_backbone(pose_config: ModelConfig, weights: BackboneWeights, **module_kwargs) -> EfficientHRNet:
+def pose_model_with_backbone(
+    pose_config: ModelConfig, weights: BackboneWeights, **module_kwargs
+) -> EfficientHRNet:
     """The pose module for `train(model=...)` that initialises from `weights` (checked here, before training)."""
     check_compatible(weights, pose_config)
     return PretrainedBackboneHRNet(pose_config, backbone_weights=weights, **module_kwargs)

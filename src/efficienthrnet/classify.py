@@ -25,9 +25,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -133,24 +134,34 @@ class ClassifyConfig:
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"ClassifyConfig.{name}={value!r} must be an integer >= 1 or None")
         if not isinstance(self.precise_bn_batches, int) or self.precise_bn_batches < 0:
-            raise ValueError(f"ClassifyConfig.precise_bn_batches={self.precise_bn_batches!r} must be an integer >= 0")
+            raise ValueError(
+                f"ClassifyConfig.precise_bn_batches={self.precise_bn_batches!r} must be an integer >= 0"
+            )
         if not self.epochs > 0:
             raise ValueError(f"ClassifyConfig.epochs={self.epochs!r} must be > 0")
         if not self.learning_rate > 0 or not 0 < self.warmup_start_lr <= self.learning_rate:
-            raise ValueError(f"ClassifyConfig learning rates must satisfy 0 < warmup_start_lr "
-                             f"({self.warmup_start_lr}) <= learning_rate ({self.learning_rate})")
+            raise ValueError(
+                f"ClassifyConfig learning rates must satisfy 0 < warmup_start_lr "
+                f"({self.warmup_start_lr}) <= learning_rate ({self.learning_rate})"
+            )
         if self.warmup_epochs < 0 or not self.decay_every_epochs > 0 or not 0 < self.decay_factor <= 1:
-            raise ValueError(f"ClassifyConfig: need warmup_epochs >= 0 ({self.warmup_epochs}), decay_every_epochs > 0 "
-                             f"({self.decay_every_epochs}) and decay_factor in (0, 1] ({self.decay_factor})")
+            raise ValueError(
+                f"ClassifyConfig: need warmup_epochs >= 0 ({self.warmup_epochs}), decay_every_epochs > 0 "
+                f"({self.decay_every_epochs}) and decay_factor in (0, 1] ({self.decay_factor})"
+            )
         if not 0 <= self.momentum < 1 or self.weight_decay < 0:
-            raise ValueError(f"ClassifyConfig: momentum {self.momentum} must lie in [0, 1) and weight_decay "
-                             f"{self.weight_decay} must be >= 0")
+            raise ValueError(
+                f"ClassifyConfig: momentum {self.momentum} must lie in [0, 1) and weight_decay "
+                f"{self.weight_decay} must be >= 0"
+            )
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"ClassifyConfig.label_smoothing={self.label_smoothing} must lie in [0, 1)")
         if self.eval_every_epochs is not None and not self.eval_every_epochs > 0:
             raise ValueError(f"ClassifyConfig.eval_every_epochs={self.eval_every_epochs} must be > 0 or None")
         if self.compute_dtype not in _DTYPES:
-            raise ValueError(f"ClassifyConfig.compute_dtype={self.compute_dtype!r}; choose one of {list(_DTYPES)}")
+            raise ValueError(
+                f"ClassifyConfig.compute_dtype={self.compute_dtype!r}; choose one of {list(_DTYPES)}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -158,7 +169,7 @@ class ClassifyConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ClassifyConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> ClassifyConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -206,8 +217,18 @@ def make_optimizer(config: ClassifyConfig, steps_per_epoch: int) -> optax.Gradie
 
 def _optimizer_key(config: ClassifyConfig) -> ClassifyConfig:
     """The config with only the optimizer's fields kept, so runs that share them share compiled steps."""
-    names = ("learning_rate", "warmup_epochs", "warmup_start_lr", "decay_every_epochs", "decay_factor", "momentum",
-             "nesterov", "weight_decay", "decay_norm_and_bias", "label_smoothing")
+    names = (
+        "learning_rate",
+        "warmup_epochs",
+        "warmup_start_lr",
+        "decay_every_epochs",
+        "decay_factor",
+        "momentum",
+        "nesterov",
+        "weight_decay",
+        "decay_norm_and_bias",
+        "label_smoothing",
+    )
     return ClassifyConfig(**{name: getattr(config, name) for name in names})
 
 
@@ -215,8 +236,11 @@ def _optimizer_key(config: ClassifyConfig) -> ClassifyConfig:
 # (which holds it) then matches and jax reuses the compiled step across runs in one process.
 @functools.lru_cache(maxsize=16)
 def _optimizer(config: ClassifyConfig, steps_per_epoch: int) -> optax.GradientTransformation:
-    sgd = optax.sgd(learning_rate_schedule(config, steps_per_epoch), momentum=config.momentum or None,
-                    nesterov=config.nesterov)
+    sgd = optax.sgd(
+        learning_rate_schedule(config, steps_per_epoch),
+        momentum=config.momentum or None,
+        nesterov=config.nesterov,
+    )
     if config.weight_decay == 0:
         return sgd
     mask = None if config.decay_norm_and_bias else _decay_mask
@@ -255,7 +279,9 @@ def build_classifier(model_config: ModelConfig, num_classes: int, config: Classi
 def _classifier(model_config: ModelConfig, num_classes: int, compute_dtype: str, depthwise_impl: str):
     from efficienthrnet.nn.efficientnet import EfficientNetClassifier
 
-    return EfficientNetClassifier(model_config, num_classes, dtype=_DTYPES[compute_dtype], depthwise_impl=depthwise_impl)
+    return EfficientNetClassifier(
+        model_config, num_classes, dtype=_DTYPES[compute_dtype], depthwise_impl=depthwise_impl
+    )
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -263,33 +289,52 @@ def _init_variables(model, key: jax.Array, dummy: jax.Array) -> dict:
     return model.init(key, dummy, train=False)
 
 
-def create_state(model, resolution: int, config: ClassifyConfig, steps_per_epoch: int) -> pose_train.TrainState:
+def create_state(
+    model, resolution: int, config: ClassifyConfig, steps_per_epoch: int
+) -> pose_train.TrainState:
     """Initialised params and BatchNorm statistics (from `config.seed`) plus the SGD state."""
     init_key, dropout_key = jax.random.split(jax.random.PRNGKey(config.seed))
     variables = _init_variables(model, init_key, jnp.zeros((1, resolution, resolution, 3), jnp.float32))
     params = jax.tree.map(lambda a: a.astype(jnp.float32), variables["params"])
-    return pose_train.TrainState.create(apply_fn=model.apply, params=params,
-                                        batch_stats=variables.get("batch_stats", {}),
-                                        tx=make_optimizer(config, steps_per_epoch), rng=dropout_key)
+    return pose_train.TrainState.create(
+        apply_fn=model.apply,
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        tx=make_optimizer(config, steps_per_epoch),
+        rng=dropout_key,
+    )
 
 
-def train_step(state: pose_train.TrainState, batch: Mapping[str, jax.Array], *, label_smoothing: float,
-               schedule: optax.Schedule) -> tuple[pose_train.TrainState, dict[str, jax.Array]]:
+def train_step(
+    state: pose_train.TrainState,
+    batch: Mapping[str, jax.Array],
+    *,
+    label_smoothing: float,
+    schedule: optax.Schedule,
+) -> tuple[pose_train.TrainState, dict[str, jax.Array]]:
     """One SGD update on a batch {"image", "label"}: loss, batch top-1, learning rate used."""
     dropout_key = jax.random.fold_in(state.rng, state.step)
     learning_rate = schedule(state.step)
 
     def loss_fn(params):
-        logits, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, batch["image"],
-                                         train=True, mutable=["batch_stats"], rngs={"dropout": dropout_key})
+        logits, updates = state.apply_fn(
+            {"params": params, "batch_stats": state.batch_stats},
+            batch["image"],
+            train=True,
+            mutable=["batch_stats"],
+            rngs={"dropout": dropout_key},
+        )
         loss = cross_entropy(logits, batch["label"], label_smoothing).mean()
         return loss, (logits, updates["batch_stats"])
 
     (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     new_stats = jax.tree.map(lambda new, old: new.astype(old.dtype), new_stats, state.batch_stats)
     state = state.apply_gradients(grads=grads, batch_stats=new_stats)
-    metrics = {"loss": loss, "accuracy": topk_correct(logits, batch["label"], 1).mean(),
-               "learning_rate": learning_rate}
+    metrics = {
+        "loss": loss,
+        "accuracy": topk_correct(logits, batch["label"], 1).mean(),
+        "learning_rate": learning_rate,
+    }
     return state, metrics
 
 
@@ -300,15 +345,22 @@ def make_train_step(config: ClassifyConfig, steps_per_epoch: int, mesh: Mesh):
 
 @functools.lru_cache(maxsize=16)
 def _jitted_train_step(config: ClassifyConfig, steps_per_epoch: int, mesh: Mesh):
-    step = functools.partial(train_step, label_smoothing=config.label_smoothing,
-                             schedule=learning_rate_schedule(config, steps_per_epoch))
+    step = functools.partial(
+        train_step,
+        label_smoothing=config.label_smoothing,
+        schedule=learning_rate_schedule(config, steps_per_epoch),
+    )
     replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    return jax.jit(step, in_shardings=(replicated, split), out_shardings=(replicated, replicated), donate_argnums=0)
+    return jax.jit(
+        step, in_shardings=(replicated, split), out_shardings=(replicated, replicated), donate_argnums=0
+    )
 
 
 def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     sharding = NamedSharding(mesh, P("data"))
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k])) for k in ("image", "label")}
+    return {
+        k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k])) for k in ("image", "label")
+    }
 
 
 # ------------------------------------------------------------------------------- evaluation
@@ -322,8 +374,13 @@ def _scaled_batch_statistics(apply_fn, momentum: float, variables, image, key):
     statistics in them; the caller divides by (1 - momentum) once after summing.
     """
     zeros = jax.tree.map(jnp.zeros_like, variables["batch_stats"])
-    _, updates = apply_fn({"params": variables["params"], "batch_stats": zeros}, image, train=True,
-                          mutable=["batch_stats"], rngs={"dropout": key})
+    _, updates = apply_fn(
+        {"params": variables["params"], "batch_stats": zeros},
+        image,
+        train=True,
+        mutable=["batch_stats"],
+        rngs={"dropout": key},
+    )
     return updates["batch_stats"]
 
 
@@ -335,14 +392,16 @@ def precise_batch_stats(model, variables: Mapping[str, Any], batches, momentum: 
     """
     total, count = None, 0
     for i, batch in enumerate(batches):
-        scaled = _scaled_batch_statistics(model.apply, float(momentum), variables, jnp.asarray(batch["image"]),
-                                          jax.random.PRNGKey(i))
+        scaled = _scaled_batch_statistics(
+            model.apply, float(momentum), variables, jnp.asarray(batch["image"]), jax.random.PRNGKey(i)
+        )
         total = scaled if total is None else jax.tree.map(jnp.add, total, scaled)
         count += 1
     if count == 0:
         raise ValueError("precise_batch_stats needs at least one batch")
-    return jax.tree.map(lambda t, old: (t / (count * (1.0 - momentum))).astype(old.dtype), total,
-                        variables["batch_stats"])
+    return jax.tree.map(
+        lambda t, old: (t / (count * (1.0 - momentum))).astype(old.dtype), total, variables["batch_stats"]
+    )
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -355,9 +414,17 @@ def _eval_step(apply_fn, variables, image, label, valid):
     }
 
 
-def evaluate_variables(model, variables: Mapping[str, Any], source: ClassificationSource | str, resolution: int,
-                       *, batch_size: int = 100, max_examples: int | None = None,
-                       augment: ClassificationAugment = ClassificationAugment(), split: str = "val") -> dict[str, float]:
+def evaluate_variables(
+    model,
+    variables: Mapping[str, Any],
+    source: ClassificationSource | str,
+    resolution: int,
+    *,
+    batch_size: int = 100,
+    max_examples: int | None = None,
+    augment: ClassificationAugment = ClassificationAugment(),
+    split: str = "val",
+) -> dict[str, float]:
     """Top-1, top-5 (fractions in [0, 1]) and mean cross-entropy of a classifier on held-out data.
 
     Top-5 is capped at the class count (with fewer than five classes it is 1.0 by definition).
@@ -370,8 +437,13 @@ def evaluate_variables(model, variables: Mapping[str, Any], source: Classificati
         for key, value in jax.device_get(out).items():
             sums[key] += float(value)
         count += int(batch["valid"].sum())
-    return {"top1": sums["top1"] / count, "top5": sums["top5"] / count, "loss": sums["loss"] / count,
-            "count": count, "data": source.name}
+    return {
+        "top1": sums["top1"] / count,
+        "top5": sums["top5"] / count,
+        "loss": sums["loss"] / count,
+        "count": count,
+        "data": source.name,
+    }
 
 
 # ---------------------------------------------------------------------------- run directory
@@ -381,26 +453,36 @@ def read_run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The classifier run's config.json (refuses folders of other tasks, naming what they hold)."""
     path = Path(run_dir) / pose_train.CONFIG_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {run_dir} is not a classifier run folder (train_classifier writes it)")
+        raise FileNotFoundError(
+            f"{path} not found: {run_dir} is not a classifier run folder (train_classifier writes it)"
+        )
     record = json.loads(path.read_text())
     if record.get("task") != TASK:
-        raise ValueError(f"{run_dir} holds a {record.get('task', 'pose')!r} run, not a classifier run "
-                         f"(config.json has no \"task\": \"{TASK}\")")
+        raise ValueError(
+            f"{run_dir} holds a {record.get('task', 'pose')!r} run, not a classifier run "
+            f'(config.json has no "task": "{TASK}")'
+        )
     return record
 
 
 def _prepare_run_dir(run_dir: Path, record: dict[str, Any], model_config: ModelConfig, resume: bool) -> None:
     """Refuse to mix runs: an existing run must be resumed, and resumed with the same model and classes."""
     if pose_train.checkpoint_steps(run_dir) and not resume:
-        raise FileExistsError(f"{run_dir} already holds checkpoints; pass resume=True (--resume) to continue "
-                              f"it or choose a new run dir")
+        raise FileExistsError(
+            f"{run_dir} already holds checkpoints; pass resume=True (--resume) to continue "
+            f"it or choose a new run dir"
+        )
     if resume and (run_dir / pose_train.CONFIG_FILE).is_file():
         stored = read_run_record(run_dir)
-        pose_train.check_same_architecture(ModelConfig.from_dict(stored["model"]), model_config, f"run dir {run_dir}")
+        pose_train.check_same_architecture(
+            ModelConfig.from_dict(stored["model"]), model_config, f"run dir {run_dir}"
+        )
         for key in ("num_classes", "resolution"):
             if stored[key] != record[key]:
-                raise ValueError(f"run dir {run_dir} was trained with {key}={stored[key]}, but this run has "
-                                 f"{key}={record[key]}; use the same data and resolution, or a new run dir")
+                raise ValueError(
+                    f"run dir {run_dir} was trained with {key}={stored[key]}, but this run has "
+                    f"{key}={record[key]}; use the same data and resolution, or a new run dir"
+                )
     if jax.process_index() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / pose_train.CONFIG_FILE).write_text(json.dumps(record, indent=2))
@@ -409,7 +491,9 @@ def _prepare_run_dir(run_dir: Path, record: dict[str, Any], model_config: ModelC
 def _truncate_metrics(path: Path, last_step: int) -> None:
     """On resume, drop metric lines written after the restored checkpoint (no step appears twice)."""
     if path.is_file():
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
+        kept = [
+            line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step
+        ]
         path.write_text("".join(line + "\n" for line in kept))
 
 
@@ -417,9 +501,11 @@ def _host_metrics(step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
     """Host copy of a step's metrics; stops the run on a non-finite loss, naming the step."""
     values = {k: float(v) for k, v in jax.device_get(dict(metrics)).items()}
     if not math.isfinite(values["loss"]):
-        raise FloatingPointError(f"non-finite loss {values['loss']} at step {step} (learning rate "
-                                 f"{values['learning_rate']:.4g}); lower the learning rate or check the data; "
-                                 f"the last checkpoint is intact")
+        raise FloatingPointError(
+            f"non-finite loss {values['loss']} at step {step} (learning rate "
+            f"{values['learning_rate']:.4g}); lower the learning rate or check the data; "
+            f"the last checkpoint is intact"
+        )
     return values
 
 
@@ -460,23 +546,39 @@ def train_classifier(
         eval_data = data
     eval_source = None if eval_data is None else open_source(eval_data, "val")
     if eval_source is not None and eval_source.num_classes != train_source.num_classes:
-        raise ValueError(f"eval data {eval_source.name} has {eval_source.num_classes} classes but training data "
-                         f"{train_source.name} has {train_source.num_classes}")
+        raise ValueError(
+            f"eval data {eval_source.name} has {eval_source.num_classes} classes but training data "
+            f"{train_source.name} has {train_source.num_classes}"
+        )
     cfg = classify_config
     resolution = input_resolution(model_config, cfg)
     mesh = pose_train.make_mesh()
     pose_train.check_batch_divisible(cfg.batch_size, mesh)
-    loader = ClassificationLoader(train_source, cfg.batch_size // jax.process_count(), resolution, seed=cfg.seed,
-                                  augment=cfg.augment, random_augment=cfg.random_augment,
-                                  shard_index=jax.process_index(), shard_count=jax.process_count(),
-                                  num_threads=cfg.num_threads)
+    loader = ClassificationLoader(
+        train_source,
+        cfg.batch_size // jax.process_count(),
+        resolution,
+        seed=cfg.seed,
+        augment=cfg.augment,
+        random_augment=cfg.random_augment,
+        shard_index=jax.process_index(),
+        shard_count=jax.process_count(),
+        num_threads=cfg.num_threads,
+    )
     steps_per_epoch = cfg.steps_per_epoch or loader.steps_per_epoch
     total_steps = max(1, int(round(cfg.epochs * steps_per_epoch)))
-    record = {"task": TASK, "model": model_config.to_dict(), "classify": cfg.to_dict(),
-              "num_classes": int(train_source.num_classes), "resolution": resolution,
-              "steps_per_epoch": steps_per_epoch, "steps": total_steps, "data": describe_source(train_source),
-              "data_spec": data if isinstance(data, str) else None,
-              "eval_data": None if eval_source is None else describe_source(eval_source)}
+    record = {
+        "task": TASK,
+        "model": model_config.to_dict(),
+        "classify": cfg.to_dict(),
+        "num_classes": int(train_source.num_classes),
+        "resolution": resolution,
+        "steps_per_epoch": steps_per_epoch,
+        "steps": total_steps,
+        "data": describe_source(train_source),
+        "data_spec": data if isinstance(data, str) else None,
+        "eval_data": None if eval_source is None else describe_source(eval_source),
+    }
     _prepare_run_dir(run_dir, record, model_config, resume)
 
     model = build_classifier(model_config, train_source.num_classes, cfg)
@@ -492,17 +594,30 @@ def train_classifier(
         _truncate_metrics(run_dir / pose_train.METRICS_FILE, start)
 
     end = total_steps if stop_after_steps is None else min(stop_after_steps, total_steps)
-    eval_every = None if cfg.eval_every_epochs is None else max(1, int(round(cfg.eval_every_epochs * steps_per_epoch)))
+    eval_every = (
+        None if cfg.eval_every_epochs is None else max(1, int(round(cfg.eval_every_epochs * steps_per_epoch)))
+    )
     step_fn = make_train_step(cfg, steps_per_epoch, mesh)
     writer = pose_train.MetricsWriter(run_dir, enabled=is_chief)
-    progress = tqdm(total=end, initial=start, desc=f"classify {model_config.name}", unit="step",
-                    disable=not (cfg.progress and is_chief))
+    progress = tqdm(
+        total=end,
+        initial=start,
+        desc=f"classify {model_config.name}",
+        unit="step",
+        disable=not (cfg.progress and is_chief),
+    )
 
     def recalibrate(state):
         """The state with precise BN statistics from a side stream of training batches (main stream untouched)."""
-        side = ClassificationLoader(train_source, cfg.batch_size // jax.process_count(), resolution,
-                                    seed=cfg.seed + 1, augment=cfg.augment, random_augment=cfg.random_augment,
-                                    num_threads=cfg.num_threads)
+        side = ClassificationLoader(
+            train_source,
+            cfg.batch_size // jax.process_count(),
+            resolution,
+            seed=cfg.seed + 1,
+            augment=cfg.augment,
+            random_augment=cfg.random_augment,
+            num_threads=cfg.num_threads,
+        )
         try:
             batches = (next(side) for _ in range(cfg.precise_bn_batches))
             variables = {"params": state.params, "batch_stats": state.batch_stats}
@@ -513,8 +628,15 @@ def train_classifier(
 
     def evaluate(state) -> dict[str, float]:
         variables = {"params": state.params, "batch_stats": state.batch_stats}
-        return evaluate_variables(model, variables, eval_source, resolution, batch_size=cfg.eval_batch_size,
-                                  max_examples=cfg.eval_max_examples, augment=cfg.augment)
+        return evaluate_variables(
+            model,
+            variables,
+            eval_source,
+            resolution,
+            batch_size=cfg.eval_batch_size,
+            max_examples=cfg.eval_max_examples,
+            augment=cfg.augment,
+        )
 
     last, final_eval = {}, None
     window_start, window_images, total_time, total_images = time.perf_counter(), 0, 0.0, 0
@@ -523,14 +645,20 @@ def train_classifier(
             state, metrics = step_fn(state, shard_batch(next(loader), mesh))
             window_images += cfg.batch_size
             logging = step % cfg.log_every == 0 or step == end
-            evaluating = eval_source is not None and (step == total_steps or (eval_every and step % eval_every == 0))
+            evaluating = eval_source is not None and (
+                step == total_steps or (eval_every and step % eval_every == 0)
+            )
             if cfg.precise_bn_batches and (evaluating or step == total_steps):
                 state = recalibrate(state)
             if logging or evaluating:
                 last = _host_metrics(step, metrics)
                 elapsed = time.perf_counter() - window_start
-                entry = {"step": step, "epoch": step / steps_per_epoch, **last,
-                         "images_per_s": window_images / elapsed}
+                entry = {
+                    "step": step,
+                    "epoch": step / steps_per_epoch,
+                    **last,
+                    "images_per_s": window_images / elapsed,
+                }
                 total_time, total_images = total_time + elapsed, total_images + window_images
                 if evaluating:
                     result = evaluate(state)
@@ -568,7 +696,9 @@ def train_classifier(
     }
 
 
-def load_classifier(run_dir: str | os.PathLike, step: int | None = None) -> tuple[ModelConfig, Any, dict, dict]:
+def load_classifier(
+    run_dir: str | os.PathLike, step: int | None = None
+) -> tuple[ModelConfig, Any, dict, dict]:
     """(model config, classifier module, {"params", "batch_stats"}, run record) of a classifier run."""
     record = read_run_record(run_dir)
     model_config = ModelConfig.from_dict(record["model"])
@@ -578,9 +708,15 @@ def load_classifier(run_dir: str | os.PathLike, step: int | None = None) -> tupl
     return model_config, model, variables, record
 
 
-def evaluate_classifier(run_dir: str | os.PathLike, data: str | ClassificationSource | None = None,
-                        split: str = "val", *, step: int | None = None, batch_size: int | None = None,
-                        max_examples: int | None = None) -> dict[str, float]:
+def evaluate_classifier(
+    run_dir: str | os.PathLike,
+    data: str | ClassificationSource | None = None,
+    split: str = "val",
+    *,
+    step: int | None = None,
+    batch_size: int | None = None,
+    max_examples: int | None = None,
+) -> dict[str, float]:
     """Top-1 / top-5 / loss of a classifier run's checkpoint; the function behind ``efficienthrnet classify-eval``.
 
     `data` defaults to the run's own training data spec when that was a string (its "val" split).
@@ -590,15 +726,24 @@ def evaluate_classifier(run_dir: str | os.PathLike, data: str | ClassificationSo
     if data is None:
         data = record.get("data_spec")
         if data is None:
-            raise ValueError(f"{run_dir} was trained on an in-memory source; pass the evaluation data explicitly")
+            raise ValueError(
+                f"{run_dir} was trained on an in-memory source; pass the evaluation data explicitly"
+            )
     source = open_source(data, split)
     if source.num_classes != record["num_classes"]:
-        raise ValueError(f"{source.name} has {source.num_classes} classes but the classifier in {run_dir} has "
-                         f"{record['num_classes']}")
-    return evaluate_variables(model, variables, source, record["resolution"],
-                              batch_size=batch_size or cfg.eval_batch_size,
-                              max_examples=max_examples if max_examples is not None else cfg.eval_max_examples,
-                              augment=cfg.augment)
+        raise ValueError(
+            f"{source.name} has {source.num_classes} classes but the classifier in {run_dir} has "
+            f"{record['num_classes']}"
+        )
+    return evaluate_variables(
+        model,
+        variables,
+        source,
+        record["resolution"],
+        batch_size=batch_size or cfg.eval_batch_size,
+        max_examples=max_examples if max_examples is not None else cfg.eval_max_examples,
+        augment=cfg.augment,
+    )
 
 
 # ------------------------------------------------------------------------------- Table 2 sweep
@@ -623,9 +768,17 @@ def table2_reported_points(dataset: str = "cifar100"):
     rows = []
     for r in AS_REPORTED_CLASSIFIERS.values():
         top1 = getattr(r, f"{prefix}_top1")
-        rows.append({"model": r.model, "phi": float(r.phi), "resolution": r.resolution,
-                     "params": getattr(r, f"{prefix}_params"), "macs": r.flops,
-                     "top1": math.nan if top1 is None else top1 / 100, "note": r.note})
+        rows.append(
+            {
+                "model": r.model,
+                "phi": float(r.phi),
+                "resolution": r.resolution,
+                "params": getattr(r, f"{prefix}_params"),
+                "macs": r.flops,
+                "top1": math.nan if top1 is None else top1 / 100,
+                "note": r.note,
+            }
+        )
     return pd.DataFrame(rows).sort_values("phi").reset_index(drop=True)
 
 
@@ -640,14 +793,22 @@ def table2_comparison(rule: str = "reference"):
     for phi, r in sorted(AS_REPORTED_CLASSIFIERS.items(), reverse=True):
         cfg = generate_config(phi, rule=rule)
         imagenet, cifar = profile_classifier(cfg, 1000), profile_classifier(cfg, 100)
-        rows.append({
-            "model": r.model, "resolution": cfg.backbone.classifier_resolution, "reported_resolution": r.resolution,
-            "macs": imagenet.macs, "reported_macs": r.flops,
-            "params_imagenet": imagenet.params, "reported_params_imagenet": r.imagenet_params,
-            "params_cifar100": cifar.params, "reported_params_cifar100": r.cifar100_params,
-            "params_backbone": imagenet.parts["backbone"][0],
-            "reported_top1_imagenet": r.imagenet_top1, "reported_top1_cifar100": r.cifar100_top1,
-        })
+        rows.append(
+            {
+                "model": r.model,
+                "resolution": cfg.backbone.classifier_resolution,
+                "reported_resolution": r.resolution,
+                "macs": imagenet.macs,
+                "reported_macs": r.flops,
+                "params_imagenet": imagenet.params,
+                "reported_params_imagenet": r.imagenet_params,
+                "params_cifar100": cifar.params,
+                "reported_params_cifar100": r.cifar100_params,
+                "params_backbone": imagenet.parts["backbone"][0],
+                "reported_top1_imagenet": r.imagenet_top1,
+                "reported_top1_cifar100": r.cifar100_top1,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -673,13 +834,17 @@ def run_classify_trial(trial, spec, trial_dir: Path) -> dict[str, Any]:
 
     data = spec.options.get("data")
     if not isinstance(data, str):
-        raise ValueError(f"sweep {spec.name!r}: task 'classify' needs [options] data = \"tfds:NAME:DATA_DIR\" "
-                         f"(or \"shapes:K\"), got {data!r}")
+        raise ValueError(
+            f"sweep {spec.name!r}: task 'classify' needs [options] data = \"tfds:NAME:DATA_DIR\" "
+            f'(or "shapes:K"), got {data!r}'
+        )
     cfg = trial.model_config()
     config = classify_trial_config(trial, spec)
     run_dir = Path(trial_dir) / "run"
     start = time.perf_counter()
-    summary = train_classifier(cfg, config, data, run_dir, resume=True, eval_data=spec.options.get("eval_data"))
+    summary = train_classifier(
+        cfg, config, data, run_dir, resume=True, eval_data=spec.options.get("eval_data")
+    )
     train_time = time.perf_counter() - start
     top = {"top1": summary["top1"], "top5": summary["top5"]}
     if top["top1"] is None and (run_dir / EVAL_FILE).is_file():  # finished earlier: nothing left to train
@@ -688,11 +853,17 @@ def run_classify_trial(trial, spec, trial_dir: Path) -> dict[str, Any]:
     prof = profile_classifier(cfg, summary["num_classes"], summary["resolution"])
     return {
         **top,
-        "params": prof.params, "macs": prof.macs, "flops": prof.flops,
-        "params_backbone": prof.parts["backbone"][0], "macs_backbone": prof.parts["backbone"][1],
-        "resolution": summary["resolution"], "num_classes": summary["num_classes"],
-        "train_steps": summary["step"], "train_time_s": train_time,
-        "final_loss": summary["metrics"].get("loss"), "train_images_per_s": summary["images_per_s"],
+        "params": prof.params,
+        "macs": prof.macs,
+        "flops": prof.flops,
+        "params_backbone": prof.parts["backbone"][0],
+        "macs_backbone": prof.parts["backbone"][1],
+        "resolution": summary["resolution"],
+        "num_classes": summary["num_classes"],
+        "train_steps": summary["step"],
+        "train_time_s": train_time,
+        "final_loss": summary["metrics"].get("loss"),
+        "train_images_per_s": summary["images_per_s"],
     }
 
 
@@ -711,7 +882,8 @@ def plot_classify_sweep(run_dir: str | os.PathLike, dataset: str | None = None) 
     spec = load_sweep_spec(run_dir)
     if dataset is None and spec is not None:
         dataset = spec.options.get("table2") or next(
-            (name for name in TABLE2_DATASETS if f":{name}:" in str(spec.options.get("data", ""))), None)
+            (name for name in TABLE2_DATASETS if f":{name}:" in str(spec.options.get("data", ""))), None
+        )
     reported = None
     if dataset is not None:
         reported = table2_reported_points(dataset).dropna(subset=["top1"])
@@ -722,8 +894,9 @@ def plot_classify_sweep(run_dir: str | os.PathLike, dataset: str | None = None) 
     paths: list[Path] = []
     for cost in ("macs", "params"):
         title = f"{name}: top-1 against {cost}" + (f" (paper: Table 2, {dataset})" if dataset else "")
-        paths += pareto.plot_tradeoff(points, cost, run_dir / pareto.PLOTS_DIR / f"top1_vs_{cost}", "top1",
-                                      reported, title=title)
+        paths += pareto.plot_tradeoff(
+            points, cost, run_dir / pareto.PLOTS_DIR / f"top1_vs_{cost}", "top1", reported, title=title
+        )
     return paths
 
 

@@ -44,7 +44,12 @@ _STATE_VERSION = 1
 _STREAM_LENGTH = 2**62  # grain's MapDataset needs a finite length; no run gets near this
 
 #: How the generic split "val" is spelled by known TFDS datasets.
-TFDS_VAL_SPLITS = {"cifar100": "test", "cifar10": "test", "imagenet2012": "validation", "imagenette": "validation"}
+TFDS_VAL_SPLITS = {
+    "cifar100": "test",
+    "cifar10": "test",
+    "imagenet2012": "validation",
+    "imagenette": "validation",
+}
 
 #: How to prepare a TFDS dataset once (network and TensorFlow are needed only for this step).
 PREPARE_HINTS = {
@@ -79,8 +84,10 @@ def as_rgb_uint8(image: Any, where: str) -> np.ndarray:
     """An RGB uint8 [H, W, 3] view of an image; grey images get three equal channels."""
     image = np.asarray(image)
     if image.dtype != np.uint8:
-        raise ValueError(f"{where}: image dtype is {image.dtype}, expected uint8 RGB (0..255); convert with "
-                         f"np.clip(x * 255, 0, 255).astype(np.uint8) if it holds floats in [0, 1]")
+        raise ValueError(
+            f"{where}: image dtype is {image.dtype}, expected uint8 RGB (0..255); convert with "
+            f"np.clip(x * 255, 0, 255).astype(np.uint8) if it holds floats in [0, 1]"
+        )
     if image.ndim == 2:
         image = image[:, :, None]
     if image.ndim != 3 or image.shape[2] not in (1, 3) or image.shape[0] < 1 or image.shape[1] < 1:
@@ -109,9 +116,13 @@ class ArraySource:
     def __post_init__(self):
         labels = np.asarray(self.labels)
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"{self.name}: labels must be a 1-D integer array, got dtype {labels.dtype} shape {labels.shape}")
+            raise ValueError(
+                f"{self.name}: labels must be a 1-D integer array, got dtype {labels.dtype} shape {labels.shape}"
+            )
         if len(self.images) != len(labels):
-            raise ValueError(f"{self.name}: {len(self.images)} images but {len(labels)} labels; give one label per image")
+            raise ValueError(
+                f"{self.name}: {len(self.images)} images but {len(labels)} labels; give one label per image"
+            )
         if len(labels) == 0:
             raise ValueError(f"{self.name}: no examples; give at least one image and label")
         num_classes = int(labels.max()) + 1 if self.num_classes is None else int(self.num_classes)
@@ -134,8 +145,16 @@ class ArraySource:
 # classes, and classes sharing a colour differ in shape (up to 24 classes), so the set is learnable
 # in a few dozen steps.
 _SHAPES = ("square", "disc", "triangle")
-_COLOURS = ((230, 40, 40), (40, 200, 40), (50, 80, 240), (240, 220, 30), (220, 60, 220), (40, 220, 220),
-            (250, 140, 20), (245, 245, 245))
+_COLOURS = (
+    (230, 40, 40),
+    (40, 200, 40),
+    (50, 80, 240),
+    (240, 220, 30),
+    (220, 60, 220),
+    (40, 220, 220),
+    (250, 140, 20),
+    (245, 245, 245),
+)
 
 
 def draw_shape_image(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -150,7 +169,9 @@ def draw_shape_image(label: int, size: int, rng: np.random.Generator) -> np.ndar
     elif shape == "disc":
         cv2.circle(image, (cx, cy), radius, colour, thickness=-1)
     else:
-        points = np.array([[cx, cy - radius], [cx - radius, cy + radius], [cx + radius, cy + radius]], np.int32)
+        points = np.array(
+            [[cx, cy - radius], [cx - radius, cy + radius], [cx + radius, cy + radius]], np.int32
+        )
         cv2.fillPoly(image, [points], colour)
     return image
 
@@ -162,9 +183,13 @@ def synthetic_shapes(num_examples: int, num_classes: int = 6, size: int = 64, se
     another for evaluation).
     """
     if not 2 <= num_classes <= len(_COLOURS) * len(_SHAPES):
-        raise ValueError(f"synthetic_shapes: num_classes={num_classes} must lie in [2, {len(_COLOURS) * len(_SHAPES)}]")
+        raise ValueError(
+            f"synthetic_shapes: num_classes={num_classes} must lie in [2, {len(_COLOURS) * len(_SHAPES)}]"
+        )
     if num_examples < 1 or size < 16:
-        raise ValueError(f"synthetic_shapes: need num_examples >= 1 and size >= 16, got {num_examples} and {size}")
+        raise ValueError(
+            f"synthetic_shapes: need num_examples >= 1 and size >= 16, got {num_examples} and {size}"
+        )
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(num_examples) % num_classes)
     images = np.stack([draw_shape_image(int(k), size, rng) for k in labels])
@@ -178,8 +203,14 @@ class TfdsSource:
     tensorflow itself is not needed to read, only to prepare the dataset once.
     """
 
-    def __init__(self, name: str, split: str, data_dir: str | os.PathLike, image_key: str = "image",
-                 label_key: str = "label"):
+    def __init__(
+        self,
+        name: str,
+        split: str,
+        data_dir: str | os.PathLike,
+        image_key: str = "image",
+        label_key: str = "label",
+    ):
         tfds = import_tfds()
         self.data_dir = str(Path(data_dir).expanduser())
         self.split = tfds_split(name, split)
@@ -187,18 +218,24 @@ class TfdsSource:
         try:
             builder = tfds.builder(name, data_dir=self.data_dir)
         except Exception as err:  # unknown names raise DatasetNotFoundError with TFDS's own hints
-            raise ValueError(f"TFDS has no dataset {name!r} ({err}); check the name, e.g. 'cifar100' or 'imagenet2012'") from err
+            raise ValueError(
+                f"TFDS has no dataset {name!r} ({err}); check the name, e.g. 'cifar100' or 'imagenet2012'"
+            ) from err
         features = builder.info.features
         for key in (image_key, label_key):
             if key not in features:
-                raise ValueError(f"TFDS dataset {name!r} has no feature {key!r}; its features are {sorted(features)}")
+                raise ValueError(
+                    f"TFDS dataset {name!r} has no feature {key!r}; its features are {sorted(features)}"
+                )
         self.num_classes = int(features[label_key].num_classes)
         self.name = f"tfds:{name}:{self.split}"
         try:
             self._source = tfds.data_source(name, split=self.split, data_dir=self.data_dir, download=False)
         except NotImplementedError as err:  # TFRecord files (or none at all): no random access
             if not builder.is_prepared():
-                raise FileNotFoundError(not_prepared_message(name, self.data_dir, "no prepared files found")) from err
+                raise FileNotFoundError(
+                    not_prepared_message(name, self.data_dir, "no prepared files found")
+                ) from err
             hint = DEFAULT_PREPARE_HINT.format(name=name, data_dir=self.data_dir)
             raise ValueError(
                 f"TFDS dataset {name!r} under {self.data_dir} is not prepared in a random-access format "
@@ -207,7 +244,9 @@ class TfdsSource:
         except (FileNotFoundError, AssertionError, ValueError) as err:
             raise FileNotFoundError(not_prepared_message(name, self.data_dir, err)) from err
         if len(self._source) == 0:
-            raise FileNotFoundError(not_prepared_message(name, self.data_dir, f"split {self.split!r} is empty"))
+            raise FileNotFoundError(
+                not_prepared_message(name, self.data_dir, f"split {self.split!r} is empty")
+            )
 
     def __len__(self) -> int:
         return len(self._source)
@@ -248,20 +287,26 @@ def open_source(spec: str | ClassificationSource, split: str) -> ClassificationS
     """A source from a spec string ("tfds:NAME:DATA_DIR", "shapes", "shapes:K"), or the source itself."""
     if not isinstance(spec, str):
         if not isinstance(spec, ClassificationSource):
-            raise TypeError(f"classification data must be a spec string or a source (len, [i], num_classes, name), "
-                            f"got {type(spec).__name__}")
+            raise TypeError(
+                f"classification data must be a spec string or a source (len, [i], num_classes, name), "
+                f"got {type(spec).__name__}"
+            )
         return spec
     kind, _, rest = spec.partition(":")
     if kind == "tfds":
         name, _, data_dir = rest.partition(":")
         if not name or not data_dir:
-            raise ValueError(f"classification data spec {spec!r} must read 'tfds:NAME:DATA_DIR', e.g. 'tfds:cifar100:~/tfds'")
+            raise ValueError(
+                f"classification data spec {spec!r} must read 'tfds:NAME:DATA_DIR', e.g. 'tfds:cifar100:~/tfds'"
+            )
         return TfdsSource(name, split, data_dir)
     if kind == "shapes":
         try:
             num_classes = int(rest) if rest else 6
         except ValueError:
-            raise ValueError(f"classification data spec {spec!r}: the class count after 'shapes:' must be an integer") from None
+            raise ValueError(
+                f"classification data spec {spec!r}: the class count after 'shapes:' must be an integer"
+            ) from None
         # Fixed sizes and seeds: a train set and a disjoint held-out set of the same classes.
         count, seed = (64 * num_classes, 0) if split == "train" else (16 * num_classes, 1)
         return synthetic_shapes(count, num_classes, size=64, seed=seed)
@@ -312,12 +357,18 @@ class ClassificationAugment:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ClassificationAugment":
+    def from_dict(cls, d: dict[str, Any]) -> ClassificationAugment:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
-def random_crop_box(rng: np.random.Generator, height: int, width: int, scale: Sequence[float],
-                    ratio: Sequence[float], attempts: int = 10) -> tuple[int, int, int, int]:
+def random_crop_box(
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    scale: Sequence[float],
+    ratio: Sequence[float],
+    attempts: int = 10,
+) -> tuple[int, int, int, int]:
     """(top, left, crop height, crop width) of a random crop with area and aspect in range.
 
     Draws up to `attempts` times (log-uniform aspect); if none fits, falls back to the largest
@@ -352,7 +403,9 @@ def crop_resize(image: np.ndarray, box: tuple[int, int, int, int], size: int) ->
     return cv2.resize(crop, (size, size), interpolation=interpolation)
 
 
-def train_example(image: np.ndarray, rng: np.random.Generator, size: int, augment: ClassificationAugment) -> np.ndarray:
+def train_example(
+    image: np.ndarray, rng: np.random.Generator, size: int, augment: ClassificationAugment
+) -> np.ndarray:
     """Random crop, resize to size x size, random flip, normalise: float32 [size, size, 3]."""
     box = random_crop_box(rng, image.shape[0], image.shape[1], augment.crop_scale, augment.crop_ratio)
     out = crop_resize(image, box, size)
@@ -385,7 +438,9 @@ class _PositionToExample:
     def __post_init__(self):
         self.per_shard = len(self.source) // self.shard_count
         if self.per_shard < 1:
-            raise ValueError(f"{self.source.name} has {len(self.source)} examples, fewer than the {self.shard_count} shards")
+            raise ValueError(
+                f"{self.source.name} has {len(self.source)} examples, fewer than the {self.shard_count} shards"
+            )
         self._epoch, self._perm = -1, None
 
     def dataset_index(self, position: int) -> tuple[int, int]:
@@ -399,7 +454,9 @@ class _PositionToExample:
         epoch, index = self.dataset_index(position)
         image, label = self.source[index]
         if self.random_augment:
-            pixels = train_example(image, np.random.default_rng([self.seed, epoch, index]), self.size, self.augment)
+            pixels = train_example(
+                image, np.random.default_rng([self.seed, epoch, index]), self.size, self.augment
+            )
         else:
             pixels = eval_example(image, self.size, self.augment)
         return {"image": pixels, "label": np.int32(label)}
@@ -413,12 +470,23 @@ class ClassificationLoader:
     checkpoint the stream position; `close()` stops the prefetch threads.
     """
 
-    def __init__(self, source: ClassificationSource, batch_size: int, size: int, seed: int = 0,
-                 augment: ClassificationAugment = ClassificationAugment(), random_augment: bool = True,
-                 shard_index: int = 0, shard_count: int = 1, num_threads: int = 4):
+    def __init__(
+        self,
+        source: ClassificationSource,
+        batch_size: int,
+        size: int,
+        seed: int = 0,
+        augment: ClassificationAugment = ClassificationAugment(),
+        random_augment: bool = True,
+        shard_index: int = 0,
+        shard_count: int = 1,
+        num_threads: int = 4,
+    ):
         if batch_size < 1 or size < 1:
             raise ValueError(f"batch_size ({batch_size}) and size ({size}) must be >= 1")
-        self._element = _PositionToExample(source, size, seed, shard_index, shard_count, augment, random_augment)
+        self._element = _PositionToExample(
+            source, size, seed, shard_index, shard_count, augment, random_augment
+        )
         self.batch_size = batch_size
         self.num_threads = num_threads
         self._position = 0
@@ -431,7 +499,9 @@ class ClassificationLoader:
 
     def _start(self) -> None:
         ds = grain.MapDataset.range(self._position, _STREAM_LENGTH).map(self._element)
-        read = grain.ReadOptions(num_threads=self.num_threads, prefetch_buffer_size=max(2 * self.num_threads, 1))
+        read = grain.ReadOptions(
+            num_threads=self.num_threads, prefetch_buffer_size=max(2 * self.num_threads, 1)
+        )
         self._iterator = iter(ds.to_iter_dataset(read).batch(self.batch_size, drop_remainder=True))
 
     def __iter__(self) -> ClassificationLoader:
@@ -446,16 +516,25 @@ class ClassificationLoader:
 
     def get_state(self) -> dict[str, Any]:
         e = self._element
-        return {"version": _STATE_VERSION, "position": self._position, "seed": e.seed, "batch_size": self.batch_size,
-                "shard_index": e.shard_index, "shard_count": e.shard_count, "num_samples": len(e.source)}
+        return {
+            "version": _STATE_VERSION,
+            "position": self._position,
+            "seed": e.seed,
+            "batch_size": self.batch_size,
+            "shard_index": e.shard_index,
+            "shard_count": e.shard_count,
+            "num_samples": len(e.source),
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Resume from `get_state()`; the loader's settings and source size must match."""
         current = self.get_state()
         for key in ("version", "seed", "batch_size", "shard_index", "shard_count", "num_samples"):
             if state.get(key) != current[key]:
-                raise ValueError(f"loader state has {key}={state.get(key)!r} but this loader has {current[key]!r}; "
-                                 f"build it with the same settings and data as the saved run")
+                raise ValueError(
+                    f"loader state has {key}={state.get(key)!r} but this loader has {current[key]!r}; "
+                    f"build it with the same settings and data as the saved run"
+                )
         self.close()
         self._position = int(state["position"])
 
@@ -465,9 +544,14 @@ class ClassificationLoader:
         self._iterator = None
 
 
-def iterate_eval_batches(source: ClassificationSource, batch_size: int, size: int,
-                         augment: ClassificationAugment = ClassificationAugment(), max_examples: int | None = None,
-                         num_threads: int = 4) -> Iterator[dict[str, np.ndarray]]:
+def iterate_eval_batches(
+    source: ClassificationSource,
+    batch_size: int,
+    size: int,
+    augment: ClassificationAugment = ClassificationAugment(),
+    max_examples: int | None = None,
+    num_threads: int = 4,
+) -> Iterator[dict[str, np.ndarray]]:
     """The first `max_examples` (default all) examples once, in order, in batches of one shape.
 
     Each batch is ``{"image", "label", "valid"}``; the last one is padded with copies of its
@@ -475,14 +559,21 @@ def iterate_eval_batches(source: ClassificationSource, batch_size: int, size: in
     """
     count = len(source) if max_examples is None else min(int(max_examples), len(source))
     if count < 1:
-        raise ValueError(f"nothing to evaluate: {source.name} has {len(source)} examples, max_examples={max_examples}")
+        raise ValueError(
+            f"nothing to evaluate: {source.name} has {len(source)} examples, max_examples={max_examples}"
+        )
 
     def element(index: int) -> dict[str, np.ndarray]:
         image, label = source[index]
         return {"image": eval_example(image, size, augment), "label": np.int32(label)}
 
     read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(2 * num_threads, 1))
-    ds = grain.MapDataset.range(count).map(element).to_iter_dataset(read).batch(batch_size, drop_remainder=False)
+    ds = (
+        grain.MapDataset.range(count)
+        .map(element)
+        .to_iter_dataset(read)
+        .batch(batch_size, drop_remainder=False)
+    )
     for batch in ds:
         n = len(batch["label"])
         valid = np.ones(batch_size, np.float32)
