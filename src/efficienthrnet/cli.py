@@ -305,9 +305,53 @@ def _run_convert(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- classify
+
+
+def _add_classify(sub) -> Callable:
+    p = sub.add_parser("classify", help="train the backbone-alone classifier B(phi) (paper Table 2 recipe)")
+    p.add_argument("--phi", type=float, required=True)
+    p.add_argument("--rule", default="efficienthrnet")
+    p.add_argument("--data", required=True, help="tfds:NAME:DATA_DIR (prepared, e.g. cifar100) or shapes[:K]")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--epochs", type=float, default=200.0)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.05, help="peak SGD rate after the warm-up")
+    p.add_argument("--resolution", type=int, default=None, help="default: 224 x 1.15^phi from the rule")
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--precise-bn-batches", type=int, default=0)
+    p.add_argument("--resume", action="store_true")
+    return _run_classify
+
+
+def _run_classify(args) -> int:
+    from .classify import ClassifyConfig, train_classifier
+    from .scaling import generate_config
+
+    config = ClassifyConfig(epochs=args.epochs, batch_size=args.batch, learning_rate=args.lr,
+                            resolution=args.resolution, label_smoothing=args.label_smoothing,
+                            precise_bn_batches=args.precise_bn_batches)
+    summary = train_classifier(generate_config(args.phi, args.rule), config, args.data, args.out, resume=args.resume)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _add_table2(sub) -> Callable:
+    p = sub.add_parser("table2", help="computed params / MACs of B0..B-4 beside the paper's Table 2")
+    p.add_argument("--rule", default="reference")
+    return _run_table2
+
+
+def _run_table2(args) -> int:
+    from .classify import table2_comparison
+
+    print(table2_comparison(args.rule).to_string(index=False))
+    return 0
+
+
 COMMANDS: list[Callable] = [
     _add_config, _add_profile, _add_make_synthetic, _add_train, _add_evaluate, _add_predict,
-    _add_sweep, _add_plot, _add_convert,
+    _add_sweep, _add_plot, _add_convert, _add_classify, _add_table2,
 ]
 
 
