@@ -571,6 +571,45 @@ def _check_finite(step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
     return values
 
 
+class ThroughputMeter:
+    """Images/s and the share of wall time spent waiting for input, per logging window and
+    over the run. The run's figures leave out the first window, which holds the compilation,
+    unless it is the only one."""
+
+    def __init__(self, batch_size: int):
+        self.batch_size = batch_size
+        self.windows = 0
+        self.total = {"time": 0.0, "wait": 0.0, "images": 0}
+        self._open_window()
+
+    def _open_window(self) -> None:
+        self.start, self.wait, self.images = time.perf_counter(), 0.0, 0
+
+    def waited(self, seconds: float) -> None:
+        self.wait += seconds
+
+    def step_done(self) -> None:
+        self.images += self.batch_size
+
+    def close_window(self, last: bool) -> dict[str, float]:
+        elapsed = time.perf_counter() - self.start
+        if self.windows > 0 or last:
+            self.total["time"] += elapsed
+            self.total["wait"] += self.wait
+            self.total["images"] += self.images
+        self.windows += 1
+        figures = {"images_per_s": self.images / elapsed, "input_wait_share": self.wait / elapsed}
+        self._open_window()
+        return figures
+
+    def summary(self) -> dict[str, float | None]:
+        t = self.total["time"]
+        return {
+            "images_per_s": self.total["images"] / t if t else None,
+            "input_wait_share": self.total["wait"] / t if t else None,
+        }
+
+
 def train(
     model_config: ModelConfig,
     train_config: TrainConfig,
@@ -590,8 +629,8 @@ def train(
       data_spec: "synthetic:DIR" or "coco:DIR"; None takes ``train_config.data``.
       run_dir: folder for config.json, metrics.jsonl and checkpoints/.
       resume: continue from the latest checkpoint in run_dir (exactly: params, BN statistics,
-        optimizer state, step, PRNG key and input position). Without it, a run dir that already
-        holds checkpoints is refused.
+        optimizer state, step, PRNG key and input position); a run dir without checkpoints
+        starts from step 0. Without it, a run dir that already holds checkpoints is refused.
       stop_after_steps: end this invocation after that many total steps (saving a checkpoint
         there) while keeping the schedule of ``train_config.steps``: for time-sliced jobs.
       loader: an already built batch iterator with get_state/set_state (tests, custom data);
@@ -635,34 +674,18 @@ def train(
         total=end, initial=start, desc="train", unit="step", disable=not (train_config.progress and is_chief)
     )
     iterator = iter(loader)
+    meter = ThroughputMeter(train_config.batch_size)
     last: dict[str, float] = {}
-    window = {"start": time.perf_counter(), "wait": 0.0, "images": 0}
-    totals = {"time": 0.0, "wait": 0.0, "images": 0, "windows": 0}
     pending = None  # (step, device metrics) checked one step late so that dispatch stays async
 
     def finish(step: int, metrics) -> None:
         nonlocal last
         last = _check_finite(step, metrics)
-        window["images"] += train_config.batch_size
+        meter.step_done()
         progress.update(step - progress.n)
         progress.set_postfix(loss=f"{last['loss']:.4g}")
         if step % train_config.log_every == 0 or step == end:
-            elapsed = time.perf_counter() - window["start"]
-            record = {
-                "step": step,
-                **last,
-                "images_per_s": window["images"] / elapsed,
-                "input_wait_share": window["wait"] / elapsed,
-            }
-            writer.write(record)
-            if totals["windows"] > 0 or step == end:
-                # The run's throughput leaves out the first window (it holds the compilation)
-                # unless that window is the whole run.
-                totals["time"] += elapsed
-                totals["wait"] += window["wait"]
-                totals["images"] += window["images"]
-            totals["windows"] += 1
-            window.update(start=time.perf_counter(), wait=0.0, images=0)
+            writer.write({"step": step, **last, **meter.close_window(last=step == end)})
 
     try:
         for step in range(start + 1, end + 1):
@@ -671,7 +694,7 @@ def train(
                 host_batch = next(iterator)
             except StopIteration:
                 raise RuntimeError(f"the training data ran out at step {step}; the loader must repeat") from None
-            window["wait"] += time.perf_counter() - t0
+            meter.waited(time.perf_counter() - t0)
             state, metrics = step_fn(state, shard_batch(host_batch, mesh))
             if pending is not None:
                 finish(*pending)
@@ -694,8 +717,7 @@ def train(
         "step": int(jax.device_get(state.step)),
         "start_step": start,
         "metrics": last,
-        "images_per_s": totals["images"] / totals["time"] if totals["time"] else None,
-        "input_wait_share": totals["wait"] / totals["time"] if totals["time"] else None,
+        **meter.summary(),
         "checkpoints": list(checkpoint_steps(run_dir)),
         "model": model_config.name,
     }
