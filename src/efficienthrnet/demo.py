@@ -123,8 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m efficienthrnet.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default ./demo_out)")
     parser.add_argument("--executor", default="local", choices=("local", "ray"))
+    parser.add_argument("--experiments", default=str(EXPERIMENTS_DIR),
+                        help=f"folder holding {QUICKSTART} and {PROFILE} (default: the checkout's experiments/)")
     args = parser.parse_args(argv)
-    summary = run_demo(args.out, args.executor)
+    summary = run_demo(args.out, args.executor, experiments_dir=Path(args.experiments))
     table = summary["table"]
     columns = [c for c in ("trial_id", "status", "input_size", "params", "macs", "AP", "AP50", "latency_ms",
                            "train_time_s", "eval_time_s") if c in table.columns]
