@@ -104,3 +104,27 @@ def test_profile_only_plots_cost_against_phi(tmp_path):
     assert sorted(p.name for p in paths) == ["macs_vs_phi.png", "macs_vs_phi.svg", "params_vs_phi.png",
                                              "params_vs_phi.svg"]
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_registered_plotter_draws_its_task(tmp_path):
+    from efficienthrnet import pareto
+
+    spec = SweepSpec(name="f", task="test_fake_pose", phi=(-4.0,), rules=("reference",), output=str(tmp_path / "f"),
+                     latency=LatencySpec(enabled=False))
+    run_sweep(spec, progress=False)
+    drawn = []
+    pareto.register_plotter("test_fake_pose", lambda run_dir: drawn.append(run_dir) or [run_dir / "custom.png"])
+    try:
+        assert plot_sweep(tmp_path / "f") == [tmp_path / "f" / "custom.png"]
+        assert drawn == [tmp_path / "f"]
+    finally:
+        pareto.PLOTTERS.pop("test_fake_pose")
+
+
+def test_plug_in_task_module_is_imported_on_first_use(monkeypatch):
+    from efficienthrnet import sweep
+
+    monkeypatch.setitem(sweep.TASK_MODULES, "test_plugin", "tests_plugin_that_does_not_exist")
+    with pytest.raises(ModuleNotFoundError, match="tests_plugin_that_does_not_exist"):
+        sweep.get_task("test_plugin")
+    assert sweep.get_task("classify").__name__ == "run_classify_trial"

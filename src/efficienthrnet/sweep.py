@@ -365,7 +365,16 @@ def register_task(name: str, fn: TaskFn, *, replace: bool = False) -> None:
     TASKS[name] = fn
 
 
+#: Tasks that live in other modules: importing the module registers the task (and its plotter).
+TASK_MODULES = {"classify": "efficienthrnet.classify"}
+
+
 def get_task(name: str) -> TaskFn:
+    """The registered task function; tasks listed in TASK_MODULES are imported on first use."""
+    if name not in TASKS and name in TASK_MODULES:
+        import importlib
+
+        importlib.import_module(TASK_MODULES[name])
     if name not in TASKS:
         raise ValueError(f"unknown sweep task {name!r}; registered tasks: {sorted(TASKS)}. "
                          f"Register a new one with efficienthrnet.sweep.register_task(name, fn)")
