@@ -41,7 +41,9 @@ def oracle_ae_single(tag_map, joints):
     width = tag_map.shape[1]
     refs, pull = [], 0.0
     for person in joints:
-        vals = [float(tag_map[idx // width, idx % width, j]) for j, (idx, flag) in enumerate(person) if flag > 0]
+        vals = [
+            float(tag_map[idx // width, idx % width, j]) for j, (idx, flag) in enumerate(person) if flag > 0
+        ]
         if not vals:
             continue
         mean = sum(vals) / len(vals)
@@ -94,7 +96,9 @@ def test_heatmap_loss_matches_oracle(data):
     out4, out2, batch = data
     got4 = np.asarray(heatmap_loss(out4[..., :J], batch["heatmaps_4"], batch["mask_4"]))
     got2 = np.asarray(heatmap_loss(out2, batch["heatmaps_2"], batch["mask_2"]))
-    np.testing.assert_allclose(got4, oracle_heatmap(out4[..., :J], batch["heatmaps_4"], batch["mask_4"]), rtol=1e-5)
+    np.testing.assert_allclose(
+        got4, oracle_heatmap(out4[..., :J], batch["heatmaps_4"], batch["mask_4"]), rtol=1e-5
+    )
     np.testing.assert_allclose(got2, oracle_heatmap(out2, batch["heatmaps_2"], batch["mask_2"]), rtol=1e-5)
 
 

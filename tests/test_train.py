@@ -16,7 +16,7 @@ import pytest
 
 from efficienthrnet import train as T
 from efficienthrnet.data.synthetic import make_synthetic_dataset
-from efficienthrnet.nn.model import init_shapes
+from efficienthrnet.nn.model import EfficientHRNet, init_shapes
 from efficienthrnet.scaling import generate_config
 
 SIZE = 64
@@ -77,6 +77,7 @@ def test_resume_from_checkpoint_reproduces_the_uninterrupted_run(full_run):
 def test_load_for_inference_gives_the_model_variables(full_run):
     model_config, model, variables = T.load_for_inference(full_run["root"] / "full", step=6)
     assert model_config.phi == -4 and model_config.input_size == SIZE
+    assert isinstance(model, EfficientHRNet) and model.config == model_config
     expected = init_shapes(model_config)
     shapes = jax.tree.map(lambda a: a.shape, variables)
     assert shapes == jax.tree.map(lambda a: a.shape, dict(expected))
@@ -101,3 +102,19 @@ def test_checkpoint_of_another_phi_or_rule_is_refused(full_run, other, named):
             T.restore_checkpoint(manager, None, requested.with_input_size(SIZE))
     finally:
         manager.close()
+
+
+def test_train_command_builds_the_configs_from_flags(full_run):
+    # Resuming the phi=-4 run with --phi -3 reaches the architecture check (nothing compiles).
+    with pytest.raises(ValueError, match="rule='efficienthrnet' phi=-4.*phi=-3"):
+        T.train_command(
+            phi=-3,
+            data=full_run["spec"],
+            steps=12,
+            batch=4,
+            out=full_run["root"] / "full",
+            input_size=SIZE,
+            resume=True,
+        )
+    with pytest.raises(ValueError, match="TrainConfig.batch_size=0"):
+        T.train_command(phi=-4, data=full_run["spec"], steps=12, batch=0, out=full_run["root"] / "new")

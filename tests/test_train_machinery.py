@@ -7,7 +7,6 @@ EfficientHRNet is trained in tests/test_train.py.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import flax.linen as nn
@@ -90,14 +89,26 @@ def model_config():
 
 
 def small_config(**overrides) -> T.TrainConfig:
-    base = dict(steps=6, batch_size=2, checkpoint_every=3, log_every=1, progress=False, input_size=SIZE)
+    base = {
+        "steps": 6,
+        "batch_size": 2,
+        "checkpoint_every": 3,
+        "log_every": 1,
+        "progress": False,
+        "input_size": SIZE,
+    }
     return T.TrainConfig(**{**base, **overrides})
 
 
 def run(model_config, config, run_dir, **kwargs):
     # One module object for every run, so that the cached jitted step is reused.
     return T.train(
-        model_config, config, None, run_dir, model=tiny(model_config), loader=RandomLoader(config.batch_size),
+        model_config,
+        config,
+        None,
+        run_dir,
+        model=tiny(model_config),
+        loader=RandomLoader(config.batch_size),
         **kwargs,
     )
 
@@ -163,12 +174,16 @@ def test_frozen_backbone_gets_no_update_but_head_does(model_config):
     state = T.create_train_state(model, model_config, config)
     mesh = T.make_mesh()
     before = jax.device_get(state.params)
-    new, _ = T.make_train_step(config, mesh)(T.replicate(state, mesh), T.shard_batch(next(RandomLoader(2)), mesh))
+    new, _ = T.make_train_step(config, mesh)(
+        T.replicate(state, mesh), T.shard_batch(next(RandomLoader(2)), mesh)
+    )
     after = jax.device_get(new.params)
     np.testing.assert_array_equal(after["backbone"]["kernel"], before["backbone"]["kernel"])
     assert not np.array_equal(after["Conv_0"]["kernel"], before["Conv_0"]["kernel"])
     # as in the reference, BatchNorm statistics keep moving while frozen
-    assert not np.array_equal(new.batch_stats["BatchNorm_0"]["mean"], state.batch_stats["BatchNorm_0"]["mean"])
+    assert not np.array_equal(
+        new.batch_stats["BatchNorm_0"]["mean"], state.batch_stats["BatchNorm_0"]["mean"]
+    )
 
 
 def test_freezing_a_model_without_backbone_names_its_modules():
@@ -190,7 +205,9 @@ def test_bfloat16_step_keeps_float32_params_and_loss(model_config):
     config = small_config(compute_dtype="bfloat16")
     state = T.create_train_state(TinyPoseNet(model_config), model_config, config)
     mesh = T.make_mesh()
-    new, metrics = T.make_train_step(config, mesh)(T.replicate(state, mesh), T.shard_batch(next(RandomLoader(2)), mesh))
+    new, metrics = T.make_train_step(config, mesh)(
+        T.replicate(state, mesh), T.shard_batch(next(RandomLoader(2)), mesh)
+    )
     assert metrics["loss"].dtype == jnp.float32
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(new.params))
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(new.batch_stats))
@@ -253,5 +270,7 @@ def test_non_finite_loss_stops_naming_the_step(model_config, tmp_path):
 
     config = small_config(steps=6, checkpoint_every=2)
     with pytest.raises(FloatingPointError, match="non-finite loss nan at step 3"):
-        T.train(model_config, config, None, tmp_path / "run", model=tiny(model_config), loader=PoisonedLoader(2))
+        T.train(
+            model_config, config, None, tmp_path / "run", model=tiny(model_config), loader=PoisonedLoader(2)
+        )
     assert T.checkpoint_steps(tmp_path / "run") == [2]  # nothing saved from the poisoned state

@@ -18,8 +18,9 @@ when the network runs in bfloat16, so the loss does not lose precision in a mixe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 import jax.numpy as jnp
 
@@ -43,10 +44,12 @@ class LossWeights:
         return {k: float(v) for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "LossWeights":
+    def from_dict(cls, d: Mapping[str, Any]) -> LossWeights:
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
-            raise ValueError(f"unknown loss weight(s) {sorted(unknown)}; known: {[f.name for f in fields(cls)]}")
+            raise ValueError(
+                f"unknown loss weight(s) {sorted(unknown)}; known: {[f.name for f in fields(cls)]}"
+            )
         return cls(**{k: float(v) for k, v in d.items()})
 
 
@@ -65,7 +68,9 @@ def heatmap_loss(pred: jnp.ndarray, target: jnp.ndarray, mask: jnp.ndarray) -> j
     if pred.shape != target.shape:
         raise ValueError(f"heatmap prediction shape {pred.shape} differs from target shape {target.shape}")
     if mask.shape != pred.shape[:3]:
-        raise ValueError(f"mask shape {mask.shape} must be the heatmap shape without joints, {pred.shape[:3]}")
+        raise ValueError(
+            f"mask shape {mask.shape} must be the heatmap shape without joints, {pred.shape[:3]}"
+        )
     err = (pred.astype(jnp.float32) - target.astype(jnp.float32)) ** 2 * mask.astype(jnp.float32)[..., None]
     return jnp.mean(err, axis=(1, 2, 3))
 
@@ -83,7 +88,9 @@ def gather_joint_tags(tags: jnp.ndarray, joints: jnp.ndarray) -> jnp.ndarray:
     """
     b, h, w, j = tags.shape
     if joints.ndim != 4 or joints.shape[0] != b or joints.shape[2] != j or joints.shape[3] != 2:
-        raise ValueError(f"joints shape {joints.shape} must be [B={b}, P, J={j}, 2] to match tags {tags.shape}")
+        raise ValueError(
+            f"joints shape {joints.shape} must be [B={b}, P, J={j}, 2] to match tags {tags.shape}"
+        )
     flat = tags.astype(jnp.float32).reshape(b, h * w, j)
     # Clip so that a padded or stray index can never read out of bounds (jit does not check).
     index = jnp.clip(joints[..., 0], 0, h * w - 1)  # [B, P, J]

@@ -28,9 +28,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -38,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from flax import struct, traverse_util
+from flax import traverse_util
 from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -124,7 +125,9 @@ class TrainConfig:
         if not self.learning_rate > 0:
             raise ValueError(f"TrainConfig.learning_rate={self.learning_rate!r} must be > 0")
         if self.weight_decay < 0:
-            raise ValueError(f"TrainConfig.weight_decay={self.weight_decay!r} must be >= 0 (0 = Adam as the reference)")
+            raise ValueError(
+                f"TrainConfig.weight_decay={self.weight_decay!r} must be >= 0 (0 = Adam as the reference)"
+            )
         if any(not 0 < f < 1 for f in self.decay_fractions) or list(self.decay_fractions) != sorted(
             self.decay_fractions
         ):
@@ -132,7 +135,9 @@ class TrainConfig:
                 f"TrainConfig.decay_fractions={self.decay_fractions!r} must be increasing fractions in (0, 1)"
             )
         if self.compute_dtype not in _COMPUTE_DTYPES:
-            raise ValueError(f"TrainConfig.compute_dtype={self.compute_dtype!r}; choose one of {list(_COMPUTE_DTYPES)}")
+            raise ValueError(
+                f"TrainConfig.compute_dtype={self.compute_dtype!r}; choose one of {list(_COMPUTE_DTYPES)}"
+            )
         if self.input_size is not None and (self.input_size < 32 or self.input_size % 32):
             raise ValueError(
                 f"TrainConfig.input_size={self.input_size!r} must be a multiple of 32 (the network stride), or None"
@@ -145,7 +150,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -173,7 +178,7 @@ def learning_rate_schedule(config: TrainConfig) -> optax.Schedule:
     boundaries = {}
     for fraction in config.decay_fractions:
         # Two fractions may land on one step in a very short run: their factors then multiply.
-        boundary = int(round(fraction * config.steps))
+        boundary = round(fraction * config.steps)
         boundaries[boundary] = boundaries.get(boundary, 1.0) * config.decay_factor
     decayed = optax.piecewise_constant_schedule(config.learning_rate, boundaries)
     if config.warmup_steps == 0:
@@ -194,7 +199,9 @@ def backbone_labels(params: Mapping[str, Any]) -> Any:
             f"freeze_backbone=True, but the parameters have no '{BACKBONE_MODULE}' submodule "
             f"(top-level keys: {sorted(params)}); update train.BACKBONE_MODULE to the model's backbone name"
         )
-    return traverse_util.path_aware_map(lambda path, _: "frozen" if path[0] == BACKBONE_MODULE else "trained", params)
+    return traverse_util.path_aware_map(
+        lambda path, _: "frozen" if path[0] == BACKBONE_MODULE else "trained", params
+    )
 
 
 @functools.lru_cache(maxsize=16)
@@ -352,8 +359,12 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Ar
     sharding = NamedSharding(mesh, P("data"))
     missing = [k for k in DEVICE_BATCH_KEYS if k not in batch]
     if missing:
-        raise KeyError(f"training batch lacks {missing}; it has {sorted(batch)} (see the data pipeline contract)")
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k])) for k in DEVICE_BATCH_KEYS}
+        raise KeyError(
+            f"training batch lacks {missing}; it has {sorted(batch)} (see the data pipeline contract)"
+        )
+    return {
+        k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k])) for k in DEVICE_BATCH_KEYS
+    }
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
@@ -436,16 +447,24 @@ def checkpoint_manager(run_dir: Path, config: TrainConfig | None = None, read_on
         # Saves are explicit (every N steps and at the end), so no interval policy here.
         enable_async_checkpointing=False,
     )
-    return ocp.CheckpointManager(Path(run_dir).absolute() / CHECKPOINT_DIR, options=options, item_names=("state", "meta"))
+    return ocp.CheckpointManager(
+        Path(run_dir).absolute() / CHECKPOINT_DIR, options=options, item_names=("state", "meta")
+    )
 
 
 def save_checkpoint(manager, state: TrainState, model_config: ModelConfig, data_state: Any) -> None:
     """Save state, model config and input-pipeline position under the state's step."""
     step = int(jax.device_get(state.step))
-    meta = {"step": step, "model_config": model_config.to_dict(), "data_state": _encode_data_state(data_state)}
+    meta = {
+        "step": step,
+        "model_config": model_config.to_dict(),
+        "data_state": _encode_data_state(data_state),
+    }
     manager.save(
         step,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(_state_tree(state)), meta=ocp.args.JsonSave(meta)),
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(_state_tree(state)), meta=ocp.args.JsonSave(meta)
+        ),
         force=True,
     )
 
@@ -462,7 +481,9 @@ def restore_checkpoint(
     meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     check_same_architecture(ModelConfig.from_dict(meta["model_config"]), model_config, where)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _state_tree(state))
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))[
+        "state"
+    ]
     return state.replace(**restored), _decode_data_state(meta["data_state"])
 
 
@@ -472,11 +493,15 @@ def restore_checkpoint(
 def _read_run_config(run_dir: Path) -> dict[str, Any]:
     path = run_dir / CONFIG_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {run_dir} is not a training run folder (train writes it first)")
+        raise FileNotFoundError(
+            f"{path} not found: {run_dir} is not a training run folder (train writes it first)"
+        )
     return json.loads(path.read_text())
 
 
-def prepare_run_dir(run_dir: Path, model_config: ModelConfig, config: TrainConfig, data_spec: str, resume: bool):
+def prepare_run_dir(
+    run_dir: Path, model_config: ModelConfig, config: TrainConfig, data_spec: str, resume: bool
+):
     """Check the folder against the request and write config.json (process 0 only)."""
     checkpoints = run_dir / CHECKPOINT_DIR
     has_checkpoints = checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())
@@ -645,7 +670,9 @@ def train(
     maybe_initialize_distributed(train_config)
     data_spec = data_spec or train_config.data
     if data_spec is None and loader is None:
-        raise ValueError("no training data: pass data_spec ('synthetic:DIR' or 'coco:DIR') or set TrainConfig.data")
+        raise ValueError(
+            "no training data: pass data_spec ('synthetic:DIR' or 'coco:DIR') or set TrainConfig.data"
+        )
     run_dir = Path(run_dir)
     model_config = effective_model_config(model_config, train_config)
     mesh = make_mesh()
@@ -693,7 +720,9 @@ def train(
             try:
                 host_batch = next(iterator)
             except StopIteration:
-                raise RuntimeError(f"the training data ran out at step {step}; the loader must repeat") from None
+                raise RuntimeError(
+                    f"the training data ran out at step {step}; the loader must repeat"
+                ) from None
             meter.waited(time.perf_counter() - t0)
             state, metrics = step_fn(state, shard_batch(host_batch, mesh))
             if pending is not None:
@@ -751,7 +780,9 @@ def load_for_inference(
     model = build_model(model_config) if model is None else model
     manager = checkpoint_manager(run_dir, read_only=True)
     try:
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+        restored = manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
+        )
     finally:
         manager.close()
     check_same_architecture(
@@ -759,3 +790,26 @@ def load_for_inference(
     )
     variables = {"params": restored["state"]["params"], "batch_stats": restored["state"]["batch_stats"]}
     return model_config, model, variables
+
+
+def train_command(
+    *,
+    phi: float,
+    data: str,
+    steps: int,
+    batch: int,
+    out: str | os.PathLike,
+    rule: str = "efficienthrnet",
+    input_size: int | None = None,
+    resume: bool = False,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """``efficienthrnet train``: the config of (phi, rule), a TrainConfig from the flags, `train`.
+
+    ``overrides`` are further TrainConfig fields (e.g. learning_rate=3e-3, compute_dtype="bfloat16").
+    """
+    from efficienthrnet.scaling import generate_config
+
+    fields_ = {**overrides, "steps": steps, "batch_size": batch, "input_size": input_size, "data": data}
+    config = TrainConfig.from_dict(fields_)
+    return train(generate_config(phi, rule=rule), config, data, out, resume=resume)
