@@ -17,7 +17,7 @@ import pytest
 from scipy.ndimage import maximum_filter
 from scipy.optimize import linear_sum_assignment
 
-from efficienthrnet.decode import DecodeConfig, decode, find_peaks, refine_search
+from efficienthrnet.decode import DecodeConfig, decode, find_peaks, pixels_above, refine_search, strip_max
 from efficienthrnet.keypoints import COCO17
 
 
@@ -239,3 +239,29 @@ def test_refine_search_ties_follow_raster_order(tile):
     for n, (jj, m) in enumerate(zip(pair_joint, pair_mean)):
         value = heat[:, :, jj] - np.round(((tags[:, :, jj] - m) ** 2).sum(axis=2) ** 0.5)
         assert got[n] == np.argmax(value)
+
+
+@pytest.mark.parametrize("seed_tiles", [1, 3, 1000])
+def test_refine_search_is_exact_whatever_the_seeds(seed_tiles):
+    """Seeds only prune: with poor (1 tile) or exhaustive ones the pixel is np.argmax's."""
+    rng = np.random.default_rng(seed_tiles)
+    h, w, j, t = 45, 38, 3, 2
+    heat, tags = render_people(rng, h, w, num_people=4, num_joints=j, num_tags=t, tag_noise=0.4)
+    pair_joint = np.repeat(np.arange(j), 5)
+    pair_mean = rng.uniform(0, 4, (pair_joint.size, t)).astype(np.float32)
+    got = refine_search(heat, tags, pair_joint, pair_mean, 8, seed_tiles=seed_tiles)
+    for n, (jj, m) in enumerate(zip(pair_joint, pair_mean)):
+        value = heat[:, :, jj] - np.round(((tags[:, :, jj] - m) ** 2).sum(axis=2) ** 0.5)
+        assert got[n] == np.argmax(value)
+
+
+@pytest.mark.parametrize("height", [1, 5, 16, 64])
+def test_pixels_above_equals_a_full_comparison(height):
+    rng = np.random.default_rng(height)
+    heat = (rng.integers(0, 8, (37, 29, 4)) * 0.125).astype(np.float32)
+    level = np.array([0.5, 0.75, 0.0, 2.0], np.float32)
+    strips = strip_max(heat, height)
+    for strict in (True, False):
+        flat, _ = pixels_above(heat, strips, level, strict)
+        want = np.flatnonzero(heat > level if strict else heat >= level)
+        np.testing.assert_array_equal(np.sort(flat), want)

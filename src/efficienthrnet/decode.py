@@ -14,8 +14,9 @@ people and full-resolution maps:
 5. Person score: the mean of the J heatmap scores, after adjust and before refine.
 6. Refine: every missing joint is filled with the argmax over the whole map of
    `heatmap - round(|tag - person mean tag|)`. This is exact (same pixel as the reference,
-   ties broken by raster order) but prunes the search with per-tile bounds, so its cost
-   does not grow with people x map size.
+   ties broken by raster order) but only scores the pixels whose heatmap can reach a
+   person's best, pruned further by per-tile tag bounds, so its cost does not grow with
+   people x map size (see `refine_search`).
 
 Deliberate differences from the reference:
 - Groups are identified by an integer id, not keyed by their first float tag value, so two
@@ -59,7 +60,8 @@ class DecodeConfig:
       adjust: apply the quarter-pixel step and the +0.5 pixel centre (without it, grouped
         joints keep their integer pixel indices, as in the reference).
       refine: fill missing joints from the full maps using the person's mean tag.
-      refine_tile: tile side of the pruned refine search (speed only, not results).
+      refine_tile: tile side of the pruned refine search, also the height of the strips that
+        NMS and refine read the map through (speed only, not results).
     """
 
     nms_kernel: int = 5
@@ -136,16 +138,71 @@ def check_maps(heatmaps: np.ndarray, tags: np.ndarray, num_keypoints: int) -> tu
     return heatmaps, tags
 
 
-def find_peaks(heatmaps: np.ndarray, kernel: int, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class Strips:
+    """Max of every "strip" of a [H, W, J] map: one column of a block of `height` rows.
+
+    `max` is float32 [J, ceil(H / height), W] (joint first, so that selecting strips is a scan
+    of a contiguous array). NMS and refine read only the strips whose max reaches their level
+    instead of the whole map.
+    """
+
+    max: np.ndarray
+    height: int
+
+
+def strip_max(heatmaps: np.ndarray, height: int) -> Strips:
+    """One pass over the map, reducing the rows of each block while they are in cache."""
+    h, w, num_j = heatmaps.shape
+    out = np.empty((-(-h // height), w, num_j), np.float32)
+    for i in range(out.shape[0]):
+        np.max(heatmaps[i * height : (i + 1) * height], axis=0, out=out[i])
+    return Strips(np.ascontiguousarray(out.transpose(2, 0, 1)), height)
+
+
+def pixels_above(
+    heatmaps: np.ndarray, strips: Strips, level: np.ndarray, strict: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels with heatmap > level[joint] (strict) or >= level[joint] (`level`: float32 [J]).
+
+    Returns the pixels' flat indices into the [H, W, J] array and the flat index of each one's
+    strip into `strips.max` ([J, blocks, W]), sorted by strip, then row.
+    """
+    h, w, num_j = heatmaps.shape
+    height = strips.height
+    above = np.greater if strict else np.greater_equal
+    # flatnonzero + divmod: several times faster than np.nonzero on a 3-D mask.
+    s_id = np.flatnonzero(above(strips.max, level[:, None, None]))
+    s_joint, s_rest = np.divmod(s_id, strips.max.shape[1] * w)
+    s_block, s_x = np.divmod(s_rest, w)
+    # Each strip's top pixel, then one image row further per step.
+    idx = (((s_block * height) * w + s_x) * num_j + s_joint)[:, None] + np.arange(height) * (w * num_j)
+    if h % height:  # the last block is short: clamp its rows to the map, then drop the duplicates
+        idx = np.minimum(idx, (((h - 1) * w + s_x) * num_j + s_joint)[:, None])
+    keep = above(heatmaps.reshape(-1).take(idx), level[s_joint, None])
+    if h % height:
+        keep[:, 1:] &= idx[:, 1:] > idx[:, :-1]
+    flat = np.flatnonzero(keep)
+    return idx.reshape(-1)[flat], s_id[flat // height]
+
+
+def find_peaks(
+    heatmaps: np.ndarray, kernel: int, threshold: float, strips: Strips | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pixels above `threshold` that equal the max of their kernel x kernel window.
 
     Returns (y, x, joint) index arrays in raster order of the [H, W, J] array. Only pixels
     above the threshold are tested (the only ones the grouping keeps), each against its
     window read with clamped coordinates, which equals max-pooling with -inf padding. When
     most of the map is above the threshold a full max filter is cheaper and is used instead.
+    `strips` (from `strip_max`, made here if not given) finds those pixels without comparing
+    the whole map.
     """
     h, w, j = heatmaps.shape
-    flat = np.flatnonzero(heatmaps > threshold)
+    if strips is None:
+        strips = strip_max(heatmaps, 16)
+    # A float32 level, as `heatmaps > threshold` compares with a Python float.
+    flat = pixels_above(heatmaps, strips, np.full(j, threshold, np.float32), strict=True)[0]
     r = kernel // 2
     if flat.size * kernel * kernel > 2 * heatmaps.size:
         # cv2's dilate pads with -inf (its default morphology border) and handles up to 512 channels.
@@ -154,7 +211,7 @@ def find_peaks(heatmaps: np.ndarray, kernel: int, threshold: float) -> tuple[np.
         else:
             pooled = maximum_filter(heatmaps, size=(kernel, kernel, 1), mode="constant", cval=-np.inf)
         keep = heatmaps.reshape(-1)[flat] >= pooled.reshape(-1)[flat]
-        flat = flat[keep]
+        flat = np.sort(flat[keep])
         pix, jj = np.divmod(flat, j)
         yy, xx = np.divmod(pix, w)
         return yy, xx, jj
@@ -162,10 +219,11 @@ def find_peaks(heatmaps: np.ndarray, kernel: int, threshold: float) -> tuple[np.
     val = heat_flat[flat]
     pix, jj = np.divmod(flat, j)
     yy, xx = np.divmod(pix, w)
-    # Nearest neighbours first: they reject most non-peaks, so later offsets test fewer pixels.
+    # Nearest neighbours first, left and right before up and down: they reject most non-peaks
+    # (on a blob only its ridge column passes both), so later offsets test fewer pixels.
     offsets = sorted(
         ((dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if (dy, dx) != (0, 0)),
-        key=lambda o: (max(abs(o[0]), abs(o[1])), o),
+        key=lambda o: (max(abs(o[0]), abs(o[1])), abs(o[0]) + abs(o[1]), abs(o[0]), o),
     )
     # Interior pixels read their window by flat offsets; the few near the border clamp coordinates.
     inner = (yy >= r) & (yy < h - r) & (xx >= r) & (xx < w - r)
@@ -268,38 +326,6 @@ def adjust_people(people: np.ndarray, heatmaps: np.ndarray) -> np.ndarray:
     return people
 
 
-def _tile_rows(a: np.ndarray, tile: int) -> list[slice]:
-    return [slice(i, min(i + tile, a.shape[0])) for i in range(0, a.shape[0], tile)]
-
-
-def tile_stats(heatmaps: np.ndarray, tags: np.ndarray, tile: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per tile x tile block: heatmap max [ty,tx,J], tag min and max [ty,tx,J,T] (last blocks may be short).
-
-    Rows are reduced one block at a time so the min and the max pass both read a block
-    while it is still in cache.
-    """
-    h, w, num_j, num_t = tags.shape
-    rows = _tile_rows(heatmaps, tile)
-    heat_rows = np.empty((len(rows), w, num_j), np.float32)
-    lo_rows = np.empty((len(rows), w, num_j, num_t), np.float32)
-    hi_rows = np.empty_like(lo_rows)
-    for i, sl in enumerate(rows):
-        np.max(heatmaps[sl], axis=0, out=heat_rows[i])
-        np.min(tags[sl], axis=0, out=lo_rows[i])
-        np.max(tags[sl], axis=0, out=hi_rows[i])
-    return _reduce_cols(heat_rows, tile, np.max), _reduce_cols(lo_rows, tile, np.min), _reduce_cols(hi_rows, tile, np.max)
-
-
-def _reduce_cols(a: np.ndarray, tile: int, reduce) -> np.ndarray:
-    """Reduce axis 1 in blocks of `tile` (reshape for whole blocks; the short last one apart)."""
-    n, w = a.shape[:2]
-    full = w - w % tile
-    parts = [reduce(a[:, :full].reshape(n, full // tile, tile, *a.shape[2:]), axis=2)] if full else []
-    if full < w:
-        parts.append(reduce(a[:, full:], axis=1, keepdims=True))
-    return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
-
-
 def person_mean_tags(people: np.ndarray, num_tags: int) -> np.ndarray:
     """float32 [P, T]: mean tag of each person's found joints, summed in joint order like np.mean."""
     found = people[:, :, 2] > 0
@@ -310,24 +336,61 @@ def person_mean_tags(people: np.ndarray, num_tags: int) -> np.ndarray:
     return total / found.sum(axis=1, dtype=np.float32)[:, None]
 
 
-def _best_pixels_in_tiles(heat_flat, tags_2d, shape, pair_joint, pair_mean, pair_of, tile_of, ntx, tile):
-    """Best refine value and its flat pixel index for each (pair, tile) item.
+def refine_value(heat: np.ndarray, tags: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """heatmap - round(|tag - mean|) in float32 with the reference's arithmetic.
 
-    value = heatmap - round(|tag - mean|) in float32 (the reference's arithmetic), ties broken
-    by the lowest raster index. `heat_flat` / `tags_2d` are the [H*W*J] / [H*W*J, T] views.
+    `tags` and `mean` hold the T tag components on their first axis (broadcastable).
     """
-    h, w, num_j = shape
-    offs = np.arange(tile)
-    ty, tx = np.divmod(tile_of, ntx)
-    ys = np.minimum(ty[:, None, None] * tile + offs[None, :, None], h - 1)
-    xs = np.minimum(tx[:, None, None] * tile + offs[None, None, :], w - 1)
-    pix = (ys * w + xs).reshape(len(tile_of), -1)
-    idx = pix * num_j + pair_joint[pair_of][:, None]
-    diff = tags_2d.take(idx, axis=0) - pair_mean[pair_of][:, None, :]
-    value = heat_flat.take(idx) - np.round(((diff**2).sum(axis=-1)) ** 0.5)
-    vmax = value.max(axis=1)
-    first = np.where(value == vmax[:, None], pix, np.iinfo(np.int64).max).min(axis=1)
-    return vmax, first
+    if tags.shape[0] > 2:
+        squares = ((np.moveaxis(tags, 0, -1) - np.moveaxis(mean, 0, -1)) ** 2).sum(axis=-1)
+    else:
+        # For T <= 2 the float32 sum has a single order (x0 + x1), so adding the components one
+        # by one equals the reference's .sum(axis=-1), which is slow over such a short axis.
+        squares = None
+        for tag, m in zip(tags, mean):
+            d = tag - m
+            squares = d * d if squares is None else squares + d * d
+    return heat - np.round(squares**0.5)
+
+
+def tile_peaks(strips: Strips, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Max of each square tile (side `strips.height`) per joint, and where its column starts.
+
+    Returns float32 [J, n_tiles] maxima and the flat pixel index (y * W + x) of the tile's top
+    row in the (first) column holding the max; tiles in raster order, the last row / column
+    of tiles may be short.
+    """
+    num_j, nty, w = strips.max.shape
+    tile = strips.height
+    ntx = -(-w // tile)
+    padded = np.full((num_j, nty, ntx * tile), -np.inf, np.float32)  # -inf pads the short last tile column
+    padded[:, :, :w] = strips.max
+    # Column within the tile first: numpy reduces slowly over a short last axis.
+    blocks = np.ascontiguousarray(padded.reshape(num_j, nty, ntx, tile).transpose(3, 0, 1, 2))
+    tile_max = blocks[0].copy()  # [J, nty, ntx]
+    for col in blocks[1:]:
+        np.maximum(tile_max, col, out=tile_max)
+    first = np.zeros(tile_max.shape, np.int64)
+    for k in range(tile - 1, -1, -1):  # the first column holding the max (never a -inf pad)
+        np.copyto(first, k, where=blocks[k] == tile_max)
+    top = np.arange(nty)[:, None] * tile * w + np.arange(ntx) * tile + first
+    return tile_max.reshape(num_j, -1), top.reshape(num_j, -1)
+
+
+def _ragged(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For consecutive segments of `counts` items: the segment of each item and its position in it."""
+    seg = np.repeat(np.arange(counts.size), counts)
+    return seg, np.arange(seg.size) - (np.cumsum(counts) - counts)[seg]
+
+
+def _chunks(ends: np.ndarray, size: int):
+    """(lo, hi) ranges of items, given their cumulative sizes `ends`, of about `size` in all each."""
+    lo = 0
+    while lo < ends.size:
+        base = ends[lo - 1] if lo else 0
+        hi = max(lo + 1, int(np.searchsorted(ends, base + size, side="right")))
+        yield lo, hi
+        lo = hi
 
 
 def refine_search(
@@ -336,84 +399,116 @@ def refine_search(
     pair_joint: np.ndarray,
     pair_mean: np.ndarray,
     tile: int,
-    tiles_per_round: int = 2,
+    strips: Strips | None = None,
+    seed_tiles: int = 3,
 ) -> np.ndarray:
     """For each (joint, mean tag) pair, the flat pixel index of argmax(heatmap - round(|tag - mean|)).
 
-    Exact, with np.argmax's raster-order tie-breaking, but without reading the whole map per
-    pair: each tile gets the bound max(heatmap) - lower_bound(round(dist)) from its heatmap max
-    and tag bounding box, tiles are read best bound first, `tiles_per_round` per pair at a
-    time, and a pair stops once no unread tile can reach (or tie) its best value.
+    Exact, with np.argmax's raster-order tie-breaking, but without scoring the whole map per
+    pair. It rests on round(|tag - mean|) being an integer >= 0, so no pixel scores above its
+    heatmap value:
+
+    1. Seed: each pair scores the max pixel of the few tiles that look best for it. Any
+       pixel's score is a lower bound of the pair's best, and this one usually equals it: for
+       a person whose joint is missing (the common case), the best is the highest background
+       pixel in its own tag region. A poor seed costs time only, never exactness.
+    2. A pixel whose heatmap is below tau[j], the lowest seed among the pairs of joint j, can
+       neither win nor tie, so only the pixels at or above it are kept (found through the
+       strip maxima): the joint's peaks and a few background pixels.
+    3. The kept pixels are grouped by tile. A group's bound is its heatmap max minus a lower
+       bound of round(dist) from its tag bounding box; a pair scores only the groups whose
+       bound reaches its seed (other people's peaks are far in tag space, so few do).
+
+    `strips` (from `strip_max` with height `tile`) is made here if not given.
     """
     h, w, num_j = heatmaps.shape
     n_pairs = pair_joint.size
-    heat_max, tag_lo, tag_hi = tile_stats(heatmaps, tags, tile)
-    nty, ntx = heat_max.shape[:2]
-    n_tiles = nty * ntx
-    # Squared lower bound of |tag - mean| per (pair, tile), one tag component at a time.
-    gap2 = np.zeros((n_pairs, n_tiles), np.float32)
-    for t in range(tags.shape[3]):
-        m = pair_mean[:, t : t + 1]
-        lo = tag_lo[..., t].reshape(n_tiles, -1).T[pair_joint]  # [pairs, tiles]
-        hi = tag_hi[..., t].reshape(n_tiles, -1).T[pair_joint]
-        gap = np.maximum(np.maximum(lo - m, m - hi), 0)
-        gap2 += gap * gap
-    # round(d) >= ceil(d - 0.5) for any d; the margin absorbs float32 rounding of the pixel distances.
-    round_lb = np.maximum(np.ceil(np.sqrt(gap2) * np.float32(1 - 1e-5) - np.float32(0.5 + 1e-3)), 0)
-    # In float32 like the pixel values: rounding is monotone, so no pixel can exceed its tile's bound.
-    bound = heat_max.reshape(n_tiles, -1).T[pair_joint] - round_lb  # [pairs, tiles]
+    if n_pairs == 0:
+        return np.zeros(0, np.int64)
+    if strips is None:
+        strips = strip_max(heatmaps, tile)
+    assert strips.height == tile, "strips must have the tile's height"
     heat_flat = heatmaps.reshape(-1)
     tags_2d = tags.reshape(-1, tags.shape[3])
-    pairs = np.arange(n_pairs)
+    mean_t = np.ascontiguousarray(pair_mean.T)  # [T, pairs]: tag components first, see refine_value
+    tile_max, top = tile_peaks(strips, w)  # [J, n_tiles]
+    n_tiles = tile_max.shape[1]
+    joints = np.arange(num_j)
 
-    def best_of(pair_of, tile_of):
-        # Chunked so that at most ~2M pixels are held at once, whatever the bounds let through.
-        step = max(1, (1 << 21) // (tile * tile))
-        out = [
-            _best_pixels_in_tiles(
-                heat_flat, tags_2d, (h, w, num_j), pair_joint, pair_mean, pair_of[i : i + step], tile_of[i : i + step], ntx, tile
-            )
-            for i in range(0, pair_of.size, step)
-        ]
-        return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out])
+    # 1. Seeds. Each pair first guesses its `seed_tiles` most promising tiles, pairing each
+    # tile's max with the tag at the top of its column (tags vary little within a person's
+    # region), then scores the true max pixel of those tiles. Chunked: ~2M guesses at once.
+    guess_tags = np.ascontiguousarray(tags_2d.take(top * num_j + joints[:, None], axis=0).transpose(2, 0, 1))
+    k = min(seed_tiles, n_tiles)
+    picks = np.empty((n_pairs, k), np.int64)
+    step = max(1, (1 << 21) // n_tiles)
+    for i in range(0, n_pairs, step):
+        jj = pair_joint[i : i + step]
+        guess = refine_value(tile_max[jj], guess_tags[:, jj], mean_t[:, i : i + step, None])
+        picks[i : i + step] = np.argpartition(-guess, k - 1, axis=1)[:, :k] if k < n_tiles else np.arange(k)
+    s_pair = np.repeat(np.arange(n_pairs), k)
+    s_joint, s_tile = pair_joint[s_pair], picks.reshape(-1)
+    s_max, s_top = tile_max[s_joint, s_tile], top[s_joint, s_tile]
+    # The max's row: the first in the column equal to the max (rows clamped to the map).
+    rows = np.minimum(s_top[:, None] // w + np.arange(tile), h - 1)
+    column = heat_flat.take((rows * w + (s_top % w)[:, None]) * num_j + s_joint[:, None])
+    s_pix = rows[np.arange(s_pair.size), np.argmax(column == s_max[:, None], axis=1)] * w + s_top % w
+    s_value = refine_value(s_max, tags_2d.take(s_pix * num_j + s_joint, axis=0).T, mean_t[:, s_pair])
+    seed = np.full(n_pairs, -np.inf, np.float32)
+    np.maximum.at(seed, s_pair, s_value)
 
-    def merge(best_val, best_pix, pair_of, val, pix):
-        # Keep, per pair, the highest value and on ties the lowest raster index.
-        cand_pair = np.concatenate([pairs, pair_of])
-        cand_val = np.concatenate([best_val, val])
-        cand_pix = np.concatenate([best_pix, pix])
-        order = np.lexsort((cand_pix, -cand_val, cand_pair))
-        first = order[np.searchsorted(cand_pair[order], pairs, side="left")]
-        return cand_val[first], cand_pix[first]
+    # 2. Kept pixels (members): heatmap >= tau[joint] (tau = inf for joints without pairs).
+    tau = np.full(num_j, np.inf, np.float32)
+    np.minimum.at(tau, pair_joint, seed)
+    m_idx, m_strip = pixels_above(heatmaps, strips, tau, strict=False)  # sorted by joint, row block, column
+    m_heat = heat_flat.take(m_idx)
+    m_tags = tags_2d.take(m_idx, axis=0)  # [members, T]
+    # Groups: the members of one tile of one joint, consecutive in that order. Strips are
+    # numbered (joint, block, column), so with W a multiple of the tile, strip // tile is the tile.
+    key = m_strip // tile if w % tile == 0 else (m_strip // w) * w + m_strip % w // tile
+    g_start = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
+    g_size = np.diff(np.append(g_start, key.size))
+    g_joint = m_idx[g_start] % num_j
+    g_max = np.maximum.reduceat(m_heat, g_start)
+    g_lo = np.minimum.reduceat(m_tags, g_start, axis=0).T  # [T, groups]
+    g_hi = np.maximum.reduceat(m_tags, g_start, axis=0).T
 
-    # Pass 1: the few most promising tiles give each pair a value to beat.
-    k = min(tiles_per_round, n_tiles)
-    top = np.argpartition(-bound, k - 1, axis=1)[:, :k] if k < n_tiles else np.tile(np.arange(n_tiles), (n_pairs, 1))
+    # 3. Bound every (pair, group of the pair's joint); keep those that can reach or tie the seed.
+    j_first = np.searchsorted(g_joint, joints, side="left")
+    j_count = np.searchsorted(g_joint, joints, side="right") - j_first
+    b_pair, b_pos = _ragged(j_count[pair_joint])
+    b_group = j_first[pair_joint][b_pair] + b_pos
+    m = mean_t[:, b_pair]
+    gap = np.maximum(np.maximum(g_lo[:, b_group] - m, m - g_hi[:, b_group]), 0)
+    # round(d) >= ceil(d - 0.5) for any d; the margin absorbs float32 rounding of the pixel distances.
+    dist_lb = np.sqrt((gap * gap).sum(axis=0)) * np.float32(1 - 1e-5)
+    round_lb = np.maximum(np.ceil(dist_lb - np.float32(0.5 + 1e-3)), 0)
+    # In float32 like the pixel values: rounding is monotone, so no member can exceed its group's bound.
+    live = g_max[b_group] - round_lb >= seed[b_pair]
+    b_pair, b_group = b_pair[live], b_group[live]
+
+    # Score the members of those groups, in chunks of ~2M; scores below the seed cannot win.
+    # The highest score wins, ties go to the lowest pixel index (np.argmax's raster order).
+    pairs, values, pixels = [], [], []
+    for lo, hi in _chunks(np.cumsum(g_size[b_group]), 1 << 21):
+        e_item, e_pos = _ragged(g_size[b_group[lo:hi]])
+        member = g_start[b_group[lo:hi]][e_item] + e_pos
+        pair = b_pair[lo:hi][e_item]
+        value = refine_value(m_heat[member], m_tags[member].T, mean_t[:, pair])
+        high = value >= seed[pair]
+        pairs.append(pair[high]), values.append(value[high]), pixels.append(m_idx[member[high]] // num_j)
+    pair, value, pixel = np.concatenate(pairs), np.concatenate(values), np.concatenate(pixels)
     best_val = np.full(n_pairs, -np.inf, np.float32)
+    np.maximum.at(best_val, pair, value)
     best_pix = np.full(n_pairs, np.iinfo(np.int64).max, np.int64)
-    pair_of = np.repeat(pairs, k)
-    best_val, best_pix = merge(best_val, best_pix, pair_of, *best_of(pair_of, top.reshape(-1)))
-    # Then every other tile that could reach or tie it (a tie can still win on raster order),
-    # best bound first, a few per pair per round, until no unread tile can.
-    pair_of, tile_of = np.nonzero(bound >= best_val[:, None])
-    tile_bound = bound[pair_of, tile_of]
-    order = np.lexsort((-tile_bound, pair_of))
-    pair_of, tile_of, tile_bound = pair_of[order], tile_of[order], tile_bound[order]
-    starts = np.searchsorted(pair_of, pairs, side="left")
-    counts = np.searchsorted(pair_of, pairs, side="right") - starts
-    done = 0
-    active = pairs[counts > 0]
-    while active.size:
-        pos = starts[active, None] + done + np.arange(k)
-        pos = pos[pos < (starts + counts)[active, None]]
-        best_val, best_pix = merge(best_val, best_pix, pair_of[pos], *best_of(pair_of[pos], tile_of[pos]))
-        done += k
-        active = active[done < counts[active]]
-        active = active[tile_bound[starts[active] + done] >= best_val[active]]
+    tied = value == best_val[pair]
+    np.minimum.at(best_pix, pair[tied], pixel[tied])
     return best_pix
 
 
-def refine_people(people: np.ndarray, heatmaps: np.ndarray, tags: np.ndarray, tile: int) -> np.ndarray:
+def refine_people(
+    people: np.ndarray, heatmaps: np.ndarray, tags: np.ndarray, tile: int, strips: Strips | None = None
+) -> np.ndarray:
     """Fill each person's missing joints from the full maps (the reference's refine), all people at once."""
     if people.shape[0] == 0:
         return people
@@ -422,7 +517,7 @@ def refine_people(people: np.ndarray, heatmaps: np.ndarray, tags: np.ndarray, ti
     p_idx, j_idx = np.nonzero(people[:, :, 2] == 0)
     if p_idx.size == 0:
         return people
-    flat = refine_search(heatmaps, tags, j_idx, mean[p_idx], tile)
+    flat = refine_search(heatmaps, tags, j_idx, mean[p_idx], tile, strips)
     yy, xx = np.divmod(flat, heatmaps.shape[1])
     val = heatmaps[yy, xx, j_idx]
     dx, dy = quarter_offset(heatmaps, yy, xx, j_idx)
@@ -459,7 +554,9 @@ def decode(
         times[stage] = (now - clock[0]) * 1e3
         clock[0] = now
 
-    yy, xx, jj = find_peaks(heatmaps, config.nms_kernel, config.detection_threshold)
+    # Strip maxima, shared by NMS and refine (counted in the NMS time).
+    strips = strip_max(heatmaps, config.refine_tile)
+    yy, xx, jj = find_peaks(heatmaps, config.nms_kernel, config.detection_threshold, strips)
     lap("nms")
     cands = top_candidates(heatmaps, tags, yy, xx, jj, config.top_k)
     lap("topk")
@@ -470,7 +567,7 @@ def decode(
     scores = people[:, :, 2].mean(axis=1).astype(np.float32) if people.size else np.zeros(0, np.float32)
     lap("adjust")
     if config.refine:
-        people = refine_people(people, heatmaps, tags, config.refine_tile)
+        people = refine_people(people, heatmaps, tags, config.refine_tile, strips)
     lap("refine")
     return DecodeResult(
         keypoints=np.ascontiguousarray(people[:, :, :3], dtype=np.float32),
