@@ -26,15 +26,6 @@ CONV_PRIMITIVES = ("conv_general_dilated", "dot_general")
 FLOAT32_EXACT = 2**24  # XLA accumulates costs in float32: sums stay exact below this
 
 
-@pytest.fixture
-def fast_compile():
-    """Compile without most XLA optimisations: these tests count, they do not time."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
-
-
 def _leaf_counts(tree) -> dict[str, int]:
     """Scalars per layer path ("backbone/block_0/dw_conv"), summed over its leaves (kernel, bias ...)."""
     counts: Counter = Counter()

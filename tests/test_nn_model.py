@@ -144,3 +144,17 @@ def test_bfloat16_compute_keeps_float32_params(fast_compile):
     out4, out2 = lowered.compile()(variables, x)
     assert out4.dtype == jnp.float32 and out4.shape == (1, 16, 16, 34)
     assert np.all(np.isfinite(out2))
+
+
+def test_reference_init_scheme_starts_from_near_zero_predictions(fast_compile):
+    """The reference's training init (kernels N(0, 0.001^2)): the untrained network predicts ~0,
+    which is what lets training leave the all-zero plateau of the heatmap loss."""
+    cfg = generate_config(-6)
+    x = jax.random.normal(jax.random.key(1), (1, 64, 64, 3))
+    model = EfficientHRNet(cfg)
+    variables = model.init(jax.random.key(0), x, train=False)
+    kernels = [leaf for leaf in jax.tree_util.tree_leaves(variables["params"]) if leaf.ndim == 4]
+    assert float(np.std(np.concatenate([np.ravel(k) for k in kernels]))) == pytest.approx(0.001, rel=0.02)
+    assert float(jnp.max(jnp.abs(model.apply(variables, x)[0]))) < 0.05
+    with pytest.raises(ValueError, match="init_scheme"):
+        EfficientHRNet(cfg, init_scheme="xavier").init(jax.random.key(0), x)

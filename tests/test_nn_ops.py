@@ -21,12 +21,7 @@ from efficienthrnet.nn.ops import (
 )
 
 
-@pytest.fixture(autouse=True)
-def fast_compile():
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def test_tf_same_padding_matches_reference_values():

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import xla_optimizations_off
 
 from efficienthrnet import train as T
 from efficienthrnet.losses import LossWeights
@@ -75,12 +76,10 @@ class RandomLoader:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def fast_compile():
+def fast_compile_module():
     """Speed is not under test here: skip most XLA optimisations to keep compiles short."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+    with xla_optimizations_off():
+        yield
 
 
 @pytest.fixture(scope="module")

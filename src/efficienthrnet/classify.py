@@ -901,9 +901,10 @@ def plot_classify_sweep(run_dir: str | os.PathLike, dataset: str | None = None) 
 
 
 def _register_sweep_task() -> None:
-    from efficienthrnet import sweep
+    from efficienthrnet import pareto, sweep
 
     sweep.register_task(TASK, run_classify_trial)
+    pareto.register_plotter(TASK, plot_classify_sweep)  # top-1 vs MACs / params with Table 2
 
 
 _register_sweep_task()
