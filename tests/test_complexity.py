@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import SHARED
 
 from efficienthrnet.complexity import (
     AS_REPORTED,
@@ -31,7 +32,7 @@ from efficienthrnet.complexity import (
 from efficienthrnet.nn.ops import conv_transpose_torch
 from efficienthrnet.scaling import generate_config
 
-GOLDEN_KEYS = Path("/work/shared/reference/golden/state_dict_keys.json")
+GOLDEN_KEYS = SHARED / Path("reference/golden/state_dict_keys.json")
 PHIS = (0, -1, -2, -3, -4)
 NAMES = {0: "H0", -1: "H-1", -2: "H-2", -3: "H-3", -4: "H-4"}
 

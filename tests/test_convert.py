@@ -9,6 +9,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import SHARED
 
 from efficienthrnet.convert import (
     backbone_variables_from_torch,
@@ -19,7 +20,7 @@ from efficienthrnet.convert import (
 from efficienthrnet.nn import init_shapes
 from efficienthrnet.scaling import generate_config
 
-GOLDEN = Path("/work/shared/reference/golden")
+GOLDEN = SHARED / Path("reference/golden")
 CONFIGS = {"H0": 0, "H-1": -1, "H-2": -2, "H-3": -3, "H-4": -4}
 
 

@@ -9,12 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import SHARED
 
 from efficienthrnet.convert import variables_from_torch
 from efficienthrnet.nn import EfficientHRNet
 from efficienthrnet.scaling import generate_config
 
-GOLDEN = Path("/work/shared/reference/golden/h-4_reference_outputs.npz")
+GOLDEN = SHARED / Path("reference/golden/h-4_reference_outputs.npz")
 TOLERANCE = 1e-4  # of the reference tensor's max magnitude
 
 

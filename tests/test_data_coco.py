@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
+from conftest import SHARED
 
 from efficienthrnet.data.coco import CocoFormatError, CocoKeypoints, resolve_dataset
 
-SAMPLE = Path("/work/shared/data/coco_sample")
+SAMPLE = SHARED / Path("data/coco_sample")
 ANN = SAMPLE / "test_coco.json"
 
 

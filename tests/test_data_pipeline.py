@@ -5,12 +5,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED
 
 from efficienthrnet.data.coco import CocoKeypoints
 from efficienthrnet.data.pipeline import build_train_loader, iterate_eval
 from efficienthrnet.data.synthetic import make_synthetic_dataset
 
-SAMPLE = Path("/work/shared/data/coco_sample")
+SAMPLE = SHARED / Path("data/coco_sample")
 S = 64
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED
 
 from efficienthrnet.data.augment import (
     AffineParams, AugmentConfig, affine_matrix, apply_affine, centered_params, draw_affine, normalize_image,
@@ -13,7 +14,7 @@ from efficienthrnet.data.pipeline import make_eval_example, make_training_exampl
 from efficienthrnet.data.targets import joint_indices, render_heatmaps
 from efficienthrnet.keypoints import COCO17
 
-SAMPLE = Path("/work/shared/data/coco_sample")
+SAMPLE = SHARED / Path("data/coco_sample")
 S = 256
 
 

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED
 
 from efficienthrnet.evaluate import METRIC_NAMES, coco_results, score_coco
 from efficienthrnet.keypoints import COCO17
 
-SAMPLE = Path("/work/shared/data/coco_sample/test_coco.json")
+SAMPLE = SHARED / Path("data/coco_sample/test_coco.json")
 
 
 def gt_as_results(shift_x: float) -> list[dict]:

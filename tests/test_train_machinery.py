@@ -14,9 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import xla_optimizations_off
+from conftest import SHARED, xla_optimizations_off
 
 from efficienthrnet import train as T
+from efficienthrnet.data.augment import AugmentConfig
 from efficienthrnet.losses import LossWeights
 from efficienthrnet.scaling import generate_config
 
@@ -123,9 +124,27 @@ def tiny(model_config) -> TinyPoseNet:
 
 
 def test_train_config_round_trips_through_json():
-    config = T.TrainConfig(steps=7, loss_weights=LossWeights(push=2e-3), input_size=128, weight_decay=1e-4)
+    config = T.TrainConfig(steps=7, loss_weights=LossWeights(push=2e-3), input_size=128, weight_decay=1e-4,
+                           augment=AugmentConfig(max_rotation=10.0, scale_range=(0.9, 1.2)))
     again = T.TrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config
+    assert again.augment.scale_range == (0.9, 1.2)
+
+
+def test_augment_ranges_reach_the_input_pipeline():
+    """With every range closed, training batches are exactly the centred evaluation crops."""
+    from efficienthrnet.data.coco import CocoKeypoints
+    from efficienthrnet.data.pipeline import make_eval_example
+
+    sample_dir = SHARED / "data" / "coco_sample"
+    dataset = CocoKeypoints(sample_dir / "test_coco.json", sample_dir)
+    still = AugmentConfig(max_rotation=0.0, scale_range=(1.0, 1.0), max_translate=0.0, flip_prob=0.0)
+    config = T.TrainConfig(batch_size=1, augment=still)
+    loader = T.make_train_loader(dataset, generate_config(-4).with_input_size(64), config)
+    batch = next(loader)
+    loader.close()
+    sample = next(s for s in dataset if s.image_id == int(batch["image_id"][0]))
+    np.testing.assert_allclose(batch["image"][0], make_eval_example(sample, 64)["image"], atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,7 @@ from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from efficienthrnet.data.augment import AugmentConfig
 from efficienthrnet.config import ModelConfig
 from efficienthrnet.losses import LossWeights, compute_losses
 
@@ -89,6 +90,8 @@ class TrainConfig:
       distributed: call ``jax.distributed.initialize()`` first (multi-host); the environment
         variable EFFICIENTHRNET_DISTRIBUTED=1 does the same.
       progress: show a tqdm progress bar.
+      augment: the random affine of the input pipeline (reference ranges by default; narrower
+        ranges make short proxy runs learn faster).
     """
 
     steps: int = 1000
@@ -111,6 +114,7 @@ class TrainConfig:
     max_people: int = 30
     distributed: bool = False
     progress: bool = True
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self):
         positive = ("steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every", "max_people")
@@ -147,6 +151,7 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["decay_fractions"] = list(self.decay_fractions)
         d["loss_weights"] = self.loss_weights.to_dict()
+        d["augment"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["augment"].items()}
         return d
 
     @classmethod
@@ -160,6 +165,9 @@ class TrainConfig:
             kwargs["decay_fractions"] = tuple(kwargs["decay_fractions"])
         if isinstance(kwargs.get("loss_weights"), Mapping):
             kwargs["loss_weights"] = LossWeights.from_dict(kwargs["loss_weights"])
+        if isinstance(kwargs.get("augment"), Mapping):
+            kwargs["augment"] = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                                 for k, v in kwargs["augment"].items()})
         return cls(**kwargs)
 
 
@@ -578,6 +586,7 @@ def make_train_loader(data_spec: Any, model_config: ModelConfig, config: TrainCo
         shard_index=jax.process_index(),
         shard_count=jax.process_count(),
         max_people=config.max_people,
+        augment=config.augment,
     )
 
 
