@@ -87,3 +87,15 @@ def test_bad_arguments(tmp_path):
         make_synthetic_dataset(tmp_path, 4, image_size=16)
     with pytest.raises(ValueError, match="num_images 1"):
         make_synthetic_dataset(tmp_path, 1, val_fraction=0.5)
+
+
+def test_max_people_caps_the_people_with_keypoints(tmp_path):
+    make_synthetic_dataset(tmp_path, num_images=30, image_size=96, seed=1, val_fraction=0.0, max_people=2)
+    data = json.loads((tmp_path / "annotations" / "person_keypoints_train.json").read_text())
+    per_image = {}
+    for ann in data["annotations"]:
+        if ann["num_keypoints"] > 0:
+            per_image[ann["image_id"]] = per_image.get(ann["image_id"], 0) + 1
+    assert max(per_image.values()) == 2 and min(per_image.values()) == 1
+    with pytest.raises(ValueError, match="max_people 9"):
+        make_synthetic_dataset(tmp_path / "x", 4, max_people=9)

@@ -71,6 +71,7 @@ def _add_make_synthetic(sub) -> Callable:
     p.add_argument("--size", type=int, default=128, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of images in the val split")
+    p.add_argument("--max-people", type=int, default=8, help="at most this many people per image (1..8)")
     return _run_make_synthetic
 
 
@@ -79,7 +80,7 @@ def _run_make_synthetic(args) -> int:
 
     summary = make_synthetic_dataset(
         out_dir=args.out, num_images=args.images, image_size=args.size, seed=args.seed,
-        val_fraction=args.val_fraction,
+        val_fraction=args.val_fraction, max_people=args.max_people,
     )
     print(json.dumps(summary, indent=2, default=str))
     return 0

@@ -281,11 +281,13 @@ def _person_annotation(fig: _Figure | None, mask: np.ndarray, keypoints: np.ndar
     }
 
 
-def render_synthetic_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[dict]]:
-    """One synthetic image (uint8 RGB) and its annotations (without ids)."""
+def render_synthetic_image(
+    rng: np.random.Generator, size: int, max_people: int = _MAX_PEOPLE
+) -> tuple[np.ndarray, list[dict]]:
+    """One synthetic image (uint8 RGB) and its annotations (without ids), 1..max_people people."""
     img = _background(rng, size)
     boxes: list = []
-    num_people = int(rng.choice(np.arange(1, _MAX_PEOPLE + 1), p=_people_count_weights()))
+    num_people = int(rng.choice(np.arange(1, max_people + 1), p=_people_count_weights(max_people)))
     h_max = size * min(0.9, 1.6 / np.sqrt(num_people))
     people = []
     for _ in range(num_people):
@@ -366,8 +368,8 @@ def render_synthetic_image(rng: np.random.Generator, size: int) -> tuple[np.ndar
     return img, annotations
 
 
-def _people_count_weights() -> np.ndarray:
-    w = 1.0 / np.arange(1, _MAX_PEOPLE + 1) ** 0.7  # fewer people more often
+def _people_count_weights(max_people: int) -> np.ndarray:
+    w = 1.0 / np.arange(1, max_people + 1) ** 0.7  # fewer people more often
     return w / w.sum()
 
 
@@ -388,6 +390,7 @@ def make_synthetic_dataset(
     seed: int = 0,
     val_fraction: float = 0.2,
     schema: KeypointSchema | str = COCO17,
+    max_people: int = _MAX_PEOPLE,
 ) -> dict[str, dict]:
     """Write a synthetic COCO-format keypoint dataset with splits "train" and "val".
 
@@ -398,6 +401,8 @@ def make_synthetic_dataset(
       seed: everything is a pure function of the seed (byte-identical JSON for the same seed).
       val_fraction: share of images in "val" (at least one image when > 0).
       schema: must be COCO-17 (the body model draws COCO's keypoints).
+      max_people: at most this many people with keypoints per image (1..8; fewer people make an
+        easier task for short CPU runs).
 
     Returns {"train": {...}, "val": {...}} with each split's annotation file, image folder,
     and image / person / annotation counts.
@@ -407,6 +412,8 @@ def make_synthetic_dataset(
         raise ValueError(f"schema {schema.name!r}: the synthetic body model draws COCO-17 keypoints only")
     if image_size < 64:
         raise ValueError(f"image_size {image_size} is too small; use at least 64 pixels")
+    if not (isinstance(max_people, int) and 1 <= max_people <= _MAX_PEOPLE):
+        raise ValueError(f"max_people {max_people!r} must be an integer in [1, {_MAX_PEOPLE}]")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction {val_fraction} must lie in [0, 1)")
     num_val = int(round(num_images * val_fraction))
@@ -426,7 +433,7 @@ def make_synthetic_dataset(
         for index in range(first, first + count):
             image_id = index + 1
             rng = np.random.default_rng([seed, index])
-            image, anns = render_synthetic_image(rng, image_size)
+            image, anns = render_synthetic_image(rng, image_size, max_people)
             file_name = f"{image_id:012d}.jpg"
             ok = cv2.imwrite(str(out_dir / split / file_name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
                              [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
