@@ -39,9 +39,7 @@ import grain
 import numpy as np
 
 from efficienthrnet.data.augment import AugmentConfig, normalize_image
-
-_STATE_VERSION = 1
-_STREAM_LENGTH = 2**62  # grain's MapDataset needs a finite length; no run gets near this
+from efficienthrnet.data.pipeline import PositionedLoader
 
 #: How the generic split "val" is spelled by known TFDS datasets.
 TFDS_VAL_SPLITS = {
@@ -462,7 +460,7 @@ class _PositionToExample:
         return {"image": pixels, "label": np.int32(label)}
 
 
-class ClassificationLoader:
+class ClassificationLoader(PositionedLoader):
     """Infinite, shuffled, resumable batches ``{"image": float32 [B,R,R,3], "label": int32 [B]}``.
 
     `random_augment=False` turns the random crop and flip off (central crop only, still shuffled).
@@ -484,64 +482,18 @@ class ClassificationLoader:
     ):
         if batch_size < 1 or size < 1:
             raise ValueError(f"batch_size ({batch_size}) and size ({size}) must be >= 1")
-        self._element = _PositionToExample(
+        element = _PositionToExample(
             source, size, seed, shard_index, shard_count, augment, random_augment
         )
-        self.batch_size = batch_size
-        self.num_threads = num_threads
-        self._position = 0
-        self._iterator = None
+        super().__init__(element, batch_size, num_threads)
+
+    def _num_samples(self) -> int:
+        return len(self._element.source)
 
     @property
     def steps_per_epoch(self) -> int:
         """Full batches per pass over this shard (at least 1)."""
         return max(1, self._element.per_shard // self.batch_size)
-
-    def _start(self) -> None:
-        ds = grain.MapDataset.range(self._position, _STREAM_LENGTH).map(self._element)
-        read = grain.ReadOptions(
-            num_threads=self.num_threads, prefetch_buffer_size=max(2 * self.num_threads, 1)
-        )
-        self._iterator = iter(ds.to_iter_dataset(read).batch(self.batch_size, drop_remainder=True))
-
-    def __iter__(self) -> ClassificationLoader:
-        return self
-
-    def __next__(self) -> dict[str, np.ndarray]:
-        if self._iterator is None:
-            self._start()
-        batch = next(self._iterator)
-        self._position += self.batch_size
-        return batch
-
-    def get_state(self) -> dict[str, Any]:
-        e = self._element
-        return {
-            "version": _STATE_VERSION,
-            "position": self._position,
-            "seed": e.seed,
-            "batch_size": self.batch_size,
-            "shard_index": e.shard_index,
-            "shard_count": e.shard_count,
-            "num_samples": len(e.source),
-        }
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        """Resume from `get_state()`; the loader's settings and source size must match."""
-        current = self.get_state()
-        for key in ("version", "seed", "batch_size", "shard_index", "shard_count", "num_samples"):
-            if state.get(key) != current[key]:
-                raise ValueError(
-                    f"loader state has {key}={state.get(key)!r} but this loader has {current[key]!r}; "
-                    f"build it with the same settings and data as the saved run"
-                )
-        self.close()
-        self._position = int(state["position"])
-
-    def close(self) -> None:
-        if self._iterator is not None and hasattr(self._iterator, "close"):
-            self._iterator.close()
-        self._iterator = None
 
 
 def iterate_eval_batches(

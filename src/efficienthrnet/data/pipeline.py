@@ -135,13 +135,16 @@ def _open_dataset(spec_or_dataset: str | CocoKeypoints, split: str, schema: Keyp
     return CocoKeypoints.from_spec(spec_or_dataset, split, schema=schema, skip_images_without_people=train)
 
 
-class TrainLoader:
-    """Infinite iterator of training batches (dicts of numpy arrays, see the batch contract).
+class PositionedLoader:
+    """An infinite batch stream whose whole state is one position (plus the settings it checks).
 
-    Use `get_state()` / `set_state()` to checkpoint and resume; `close()` stops worker processes.
+    Element k of the stream is a pure function of (seed, k) (`element(k)`), so the position alone
+    resumes it exactly, whatever the thread or worker count. Subclasses say how many samples the
+    element reads from (`_num_samples`). `get_state()` / `set_state()` checkpoint the position;
+    `close()` stops prefetch threads and worker processes.
     """
 
-    def __init__(self, element: _PositionToExample, batch_size: int, num_workers: int, num_threads: int):
+    def __init__(self, element, batch_size: int, num_threads: int, num_workers: int = 0):
         self._element = element
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -149,10 +152,8 @@ class TrainLoader:
         self._position = 0
         self._iterator = None
 
-    @property
-    def steps_per_epoch(self) -> int:
-        """Batches per pass over this shard (batches run on across epoch boundaries)."""
-        return self._element.per_shard // self.batch_size
+    def _num_samples(self) -> int:
+        raise NotImplementedError
 
     def _start(self) -> None:
         ds = grain.MapDataset.range(self._position, _STREAM_LENGTH).map(self._element)
@@ -165,7 +166,7 @@ class TrainLoader:
             )
         self._iterator = iter(it_ds.batch(self.batch_size, drop_remainder=True))
 
-    def __iter__(self) -> TrainLoader:
+    def __iter__(self):
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
@@ -185,7 +186,7 @@ class TrainLoader:
             "batch_size": self.batch_size,
             "shard_index": e.shard_index,
             "shard_count": e.shard_count,
-            "num_samples": len(e.dataset),
+            "num_samples": self._num_samples(),
         }
 
     def set_state(self, state: dict[str, int]) -> None:
@@ -205,6 +206,21 @@ class TrainLoader:
         if self._iterator is not None and hasattr(self._iterator, "close"):
             self._iterator.close()
         self._iterator = None
+
+
+class TrainLoader(PositionedLoader):
+    """Infinite iterator of training batches (dicts of numpy arrays, see the batch contract)."""
+
+    def __init__(self, element: _PositionToExample, batch_size: int, num_workers: int, num_threads: int):
+        super().__init__(element, batch_size, num_threads, num_workers)
+
+    def _num_samples(self) -> int:
+        return len(self._element.dataset)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Batches per pass over this shard (batches run on across epoch boundaries)."""
+        return self._element.per_shard // self.batch_size
 
 
 def build_train_loader(
