@@ -50,7 +50,7 @@ from efficienthrnet.data.classification import (
 
 TASK = "classify"
 EVAL_FILE = "eval.json"
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+_DTYPES = pose_train.COMPUTE_DTYPES
 
 
 # --------------------------------------------------------------------------------------- config

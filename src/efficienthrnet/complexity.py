@@ -624,15 +624,17 @@ def _stand_in_variables(shapes, seed: int):
 
 def measure_latency(cfg: ModelConfig, input_size: int | Sequence[int] | None = None, batch: int = 1,
                     warmup: int = 3, repeats: int = 10, backend: str | None = None,
-                    depthwise_impl: str = "auto", seed: int = 0, variables: Any = None) -> dict[str, Any]:
+                    depthwise_impl: str = "auto", seed: int = 0, variables: Any = None,
+                    dtype: str = "float32") -> dict[str, Any]:
     """Wall-clock time of a jitted inference forward pass of `EfficientHRNet(cfg)`.
 
     Runs on the first device of `backend` (default: JAX's default backend). `variables` are the
     model's weights; by default stand-in weights of the right shapes (the time does not depend on
     the values). The first call compiles (reported as `compile_s`); `warmup` further untimed
     calls follow, then `repeats` timed calls, each waited for with `block_until_ready`. Returns
-    median, min, max, mean, standard deviation and interquartile range in milliseconds, plus
-    what was measured.
+    median, min, max, mean, standard deviation and interquartile range in milliseconds, the
+    median process CPU time (all threads: on a shared machine wall time rises with the load,
+    this much less), plus what was measured. `dtype` is the compute dtype (e.g. "bfloat16").
     """
     import jax
     import jax.numpy as jnp
@@ -645,7 +647,7 @@ def measure_latency(cfg: ModelConfig, input_size: int | Sequence[int] | None = N
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"{label} must be an int >= {least}, got {value!r}")
     device = jax.devices(backend)[0] if backend else jax.devices()[0]
-    model = EfficientHRNet(cfg, depthwise_impl=depthwise_impl)
+    model = EfficientHRNet(cfg, dtype=jnp.dtype(dtype), depthwise_impl=depthwise_impl)
     x = jax.device_put(jax.random.normal(jax.random.key(seed), (batch, h, w, RGB_CHANNELS), jnp.float32), device)
     if variables is None:
         shapes = jax.eval_shape(lambda k, x: model.init(k, x, train=False), jax.random.key(0), x)
@@ -658,11 +660,12 @@ def measure_latency(cfg: ModelConfig, input_size: int | Sequence[int] | None = N
     compile_s = time.perf_counter() - start
     for _ in range(warmup):
         jax.block_until_ready(forward(variables, x))
-    times_ms = []
+    times_ms, cpu_ms = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         jax.block_until_ready(forward(variables, x))
         times_ms.append((time.perf_counter() - start) * 1e3)
+        cpu_ms.append((time.process_time() - cpu_start) * 1e3)
     quartiles = statistics.quantiles(times_ms, n=4) if repeats > 1 else [times_ms[0]] * 3
     return {
         "config": cfg.name,
@@ -671,6 +674,7 @@ def measure_latency(cfg: ModelConfig, input_size: int | Sequence[int] | None = N
         "backend": device.platform,
         "device": str(device),
         "depthwise_impl": depthwise_impl,
+        "dtype": dtype,
         "warmup": warmup,
         "repeats": repeats,
         "compile_s": compile_s,
@@ -681,4 +685,5 @@ def measure_latency(cfg: ModelConfig, input_size: int | Sequence[int] | None = N
         "std_ms": statistics.stdev(times_ms) if repeats > 1 else 0.0,
         "iqr_ms": quartiles[2] - quartiles[0],
         "times_ms": times_ms,
+        "process_cpu_ms": statistics.median(cpu_ms),
     }

@@ -55,7 +55,7 @@ BACKBONE_MODULE = "backbone"
 #: Environment variable that asks for ``jax.distributed.initialize()`` (multi-host runs).
 DISTRIBUTED_ENV = "EFFICIENTHRNET_DISTRIBUTED"
 
-_COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 # --------------------------------------------------------------------------------------- config
@@ -138,9 +138,9 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.decay_fractions={self.decay_fractions!r} must be increasing fractions in (0, 1)"
             )
-        if self.compute_dtype not in _COMPUTE_DTYPES:
+        if self.compute_dtype not in COMPUTE_DTYPES:
             raise ValueError(
-                f"TrainConfig.compute_dtype={self.compute_dtype!r}; choose one of {list(_COMPUTE_DTYPES)}"
+                f"TrainConfig.compute_dtype={self.compute_dtype!r}; choose one of {list(COMPUTE_DTYPES)}"
             )
         if self.input_size is not None and (self.input_size < 32 or self.input_size % 32):
             raise ValueError(
@@ -252,7 +252,7 @@ def build_model(model_config: ModelConfig, compute_dtype: str = "float32") -> nn
     """
     from efficienthrnet.nn.model import EfficientHRNet  # here, so that losses and configs need no model
 
-    return EfficientHRNet(model_config, dtype=_COMPUTE_DTYPES[compute_dtype])
+    return EfficientHRNet(model_config, dtype=COMPUTE_DTYPES[compute_dtype])
 
 
 def create_train_state(model: nn.Module, model_config: ModelConfig, config: TrainConfig) -> TrainState:
@@ -297,7 +297,7 @@ def train_step(
     Not jitted itself: `make_train_step` wraps it in ``jax.jit`` with the shardings. Returns the
     new state and scalar metrics (total loss, its parts, and the learning rate used).
     """
-    dtype = _COMPUTE_DTYPES[compute_dtype]
+    dtype = COMPUTE_DTYPES[compute_dtype]
     dropout_key = jax.random.fold_in(state.rng, state.step)
 
     def loss_fn(params):
@@ -692,7 +692,7 @@ def train(
     if model is None:
         model = build_model(model_config, train_config.compute_dtype)
     elif hasattr(model, "dtype"):
-        model = model.clone(dtype=_COMPUTE_DTYPES[train_config.compute_dtype])
+        model = model.clone(dtype=COMPUTE_DTYPES[train_config.compute_dtype])
     state = replicate(create_train_state(model, model_config, train_config), mesh)
     loader = make_train_loader(data_spec, model_config, train_config) if loader is None else loader
     manager = checkpoint_manager(run_dir, train_config)
