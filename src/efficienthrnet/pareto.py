@@ -103,6 +103,17 @@ def _save(fig, out_base: Path) -> list[Path]:
     return paths
 
 
+def _finish(plt, fig, ax, title: str, out_base: Path) -> list[Path]:
+    """Title, grid and legend, then PNG + SVG; the figure is closed whatever happens."""
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    try:
+        return _save(fig, out_base)
+    finally:
+        plt.close(fig)
+
+
 def plot_tradeoff(points: pd.DataFrame, cost: str, out_base: Path, metric: str = "AP",
                   reported: pd.DataFrame | None = None, title: str = "") -> list[Path]:
     """``metric`` against ``cost``: one series per rule, phi labels, the front across all rules."""
@@ -131,13 +142,7 @@ def plot_tradeoff(points: pd.DataFrame, cost: str, out_base: Path, metric: str =
         ax.set_xscale("log")
     ax.set_xlabel(label)
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-    ax.set_title(title or f"{metric} against {cost} (labels: phi)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    try:
-        return _save(fig, out_base)
-    finally:
-        plt.close(fig)
+    return _finish(plt, fig, ax, title or f"{metric} against {cost} (labels: phi)", out_base)
 
 
 def plot_cost_vs_phi(points: pd.DataFrame, cost: str, out_base: Path, title: str = "") -> list[Path]:
@@ -155,13 +160,7 @@ def plot_cost_vs_phi(points: pd.DataFrame, cost: str, out_base: Path, title: str
         ax.set_yscale("log")
     ax.set_xlabel("phi (compound coefficient)")
     ax.set_ylabel(label)
-    ax.set_title(title or f"{cost} against phi")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    try:
-        return _save(fig, out_base)
-    finally:
-        plt.close(fig)
+    return _finish(plt, fig, ax, title or f"{cost} against phi", out_base)
 
 
 def plot_results(df: pd.DataFrame, out_dir: str | os.PathLike, metric: str = "AP",
