@@ -43,7 +43,8 @@ def test_scaling_rules_notebook(tmp_path, monkeypatch):
 
 
 def test_pareto_notebook_runs_a_small_sweep(tmp_path, monkeypatch):
-    notebook = _execute("02_pareto.ipynb", {"EHR_PHI": "-4,-2,0", "EHR_OUT": str(tmp_path)}, monkeypatch)
+    # phis outside the spec's latency subset: timing is tested with the full sweep, not here
+    notebook = _execute("02_pareto.ipynb", {"EHR_PHI": "-5,-3,-1", "EHR_OUT": str(tmp_path)}, monkeypatch)
     sweep_dir = tmp_path / "profile_phi"
     results = pd.read_csv(sweep_dir / "results.csv")
     assert len(results) == 3 * results["rule"].nunique() and set(results["status"]) == {"done"}

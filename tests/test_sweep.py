@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -157,13 +156,25 @@ def test_finished_trial_with_other_settings_is_refused(tmp_path):
     assert list(df["attempt"]) == [1, 1] and len(df) == 2
 
 
-def test_full_profile_phi_sweep_runs_under_a_minute(tmp_path):
-    start = time.perf_counter()
-    df = run_sweep(EXPERIMENTS / "profile_phi.toml", out_dir=tmp_path / "profile", progress=False)
-    elapsed = time.perf_counter() - start
-    assert len(df) == 33 * len(load_spec(EXPERIMENTS / "profile_phi.toml").rules)
-    assert set(df["status"]) == {"done"}
-    assert elapsed < 60, f"profile_phi took {elapsed:.1f} s"
+def test_full_profile_phi_sweep_costs_every_config_and_times_the_latency_subset(tmp_path):
+    # Its one-minute budget is measured by benchmarks/profile_sweep.py, not asserted here.
+    spec = load_spec(EXPERIMENTS / "profile_phi.toml")
+    df = run_sweep(spec, out_dir=tmp_path / "profile", progress=False)
+    assert len(df) == 33 * len(spec.rules) and set(df["status"]) == {"done"}
+    assert (df["macs"] > 0).all() and (df["params"] > 0).all()
+    timed = df[df["latency_ms"].notna()]
+    expected = {(rule, phi) for rule in spec.latency.rules for phi in spec.latency.phi}
+    assert set(zip(timed["rule"], timed["phi"])) == expected
+    assert (timed["latency_ms"] > 0).all() and (timed["fps"] == 1e3 / timed["latency_ms"]).all()
+    assert set(timed["latency_input_size"]) == {spec.latency.input_size}
+
+
+def test_latency_subset_names_only_rules_the_sweep_runs(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('name = "x"\ntask = "profile"\nphi = [-4.0]\nrules = ["efficienthrnet"]\n'
+                    'output = "out"\n[latency]\nrules = ["referense"]\n')
+    with pytest.raises(ValueError, match=r"latency\.rules.*'referense'.*efficienthrnet"):
+        load_spec(path)
 
 
 def test_load_results_on_empty_dir_raises(tmp_path):

@@ -92,19 +92,24 @@ class LatencySpec:
       enabled: measure at all.
       phi: measure only for these phi values (None: every trial). Compiling a network for each of
         dozens of phi costs seconds each, so cheap sweeps time a subset.
+      rules: measure only for trials of these scaling rules, named as in the spec's ``rules``
+        (None: every rule).
       input_size: square input to time at (None: the trial's own input size).
       batch, warmup, repeats: passed to `efficienthrnet.complexity.measure_latency` (median reported).
     """
 
     enabled: bool = True
     phi: tuple[float, ...] | None = None
+    rules: tuple[str, ...] | None = None
     input_size: int | None = None
     batch: int = 1
     warmup: int = 3
     repeats: int = 10
 
-    def wants(self, phi: float) -> bool:
-        return self.enabled and (self.phi is None or any(math.isclose(phi, p, abs_tol=1e-9) for p in self.phi))
+    def wants(self, phi: float, rule: str) -> bool:
+        """Whether the trial of this phi and rule (as the spec names it) is timed."""
+        phi_ok = self.phi is None or any(math.isclose(phi, p, abs_tol=1e-9) for p in self.phi)
+        return self.enabled and phi_ok and (self.rules is None or rule in self.rules)
 
 
 @dataclass(frozen=True)
@@ -243,6 +248,11 @@ def _check_spec(spec: SweepSpec, where: str) -> None:
         raise ValueError(f"{where}: evaluate.split {spec.evaluate.split!r} must be 'train' or 'val'")
     if spec.evaluate.limit is not None and spec.evaluate.limit < 1:
         raise ValueError(f"{where}: evaluate.limit {spec.evaluate.limit!r} must be >= 1 (or left out for all)")
+    timed_rules = spec.latency.rules
+    if timed_rules is not None and not set(timed_rules) <= set(spec.rules):
+        raise ValueError(f"{where}: latency.rules {list(timed_rules)} names rule(s) "
+                         f"{sorted(set(timed_rules) - set(spec.rules))} that the sweep does not run; "
+                         f"choose from rules = {list(spec.rules)}")
     power = spec.device.power_watts
     if power is not None and not power > 0:
         raise ValueError(f"{where}: device.power_watts {power!r} must be > 0 (or left out)")
@@ -334,8 +344,8 @@ def trial_settings(trial: Trial, spec: SweepSpec) -> dict[str, Any]:
         settings.update(data=dataclasses.asdict(spec.data) if spec.data else None,
                         train=dict(spec.train), evaluate=dataclasses.asdict(spec.evaluate))
     latency = dataclasses.asdict(spec.latency)
-    latency["phi"] = None  # which phis are timed is settled by `enabled` below
-    latency["enabled"] = spec.latency.wants(trial.phi)
+    latency["phi"] = latency["rules"] = None  # which trials are timed is settled by `enabled`
+    latency["enabled"] = spec.latency.wants(trial.phi, trial.rule)
     settings["latency"] = latency
     return json.loads(json.dumps(settings))
 
@@ -383,7 +393,7 @@ def get_task(name: str) -> TaskFn:
 
 def _latency_fields(trial: Trial, spec: SweepSpec, cfg, variables: Any = None) -> dict[str, Any]:
     """Median forward latency (ms) and FPS on this process's default device, if the spec asks."""
-    if not spec.latency.wants(trial.phi):
+    if not spec.latency.wants(trial.phi, trial.rule):
         return {"latency_ms": None, "fps": None}
     from .complexity import measure_latency
 
