@@ -32,7 +32,8 @@ def test_profile_json_gives_exact_counts(capsys):
 
 
 def test_make_synthetic_writes_a_coco_dataset(tmp_path, capsys):
-    assert main(["make-synthetic", "--out", str(tmp_path), "--images", "5", "--size", "64", "--max-people", "2"]) == 0
+    assert main(["make-synthetic", "--out", str(tmp_path), "--images", "5", "--size", "64", "--max-people", "2",
+                 "--min-height", "0.5"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["train"]["images"] + summary["val"]["images"] == 5
     assert (tmp_path / "annotations" / "person_keypoints_train.json").is_file()

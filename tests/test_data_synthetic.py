@@ -99,3 +99,24 @@ def test_max_people_caps_the_people_with_keypoints(tmp_path):
     assert max(per_image.values()) == 2 and min(per_image.values()) == 1
     with pytest.raises(ValueError, match="max_people 9"):
         make_synthetic_dataset(tmp_path / "x", 4, max_people=9)
+
+
+def test_min_height_makes_the_people_with_keypoints_taller(tmp_path):
+    def keypoint_extents(min_height):
+        out = tmp_path / f"h{min_height}"
+        make_synthetic_dataset(out, num_images=30, image_size=96, seed=2, val_fraction=0.0,
+                               max_people=2, min_height=min_height)
+        data = json.loads((out / "annotations" / "person_keypoints_train.json").read_text())
+        extents = []
+        for ann in data["annotations"]:
+            kps = np.asarray(ann["keypoints"], float).reshape(17, 3)
+            if ann["num_keypoints"] > 0:
+                labelled = kps[kps[:, 2] > 0, :2]
+                extents.append(np.ptp(labelled, axis=0).max())
+        return np.percentile(extents, 10)
+
+    # Keypoint extent: the figure's height times its pose and cut by the image: compare the short tail.
+    default, tall = keypoint_extents(0.35), keypoint_extents(0.8)
+    assert tall > 1.5 * default  # measured 51 vs 28 px
+    with pytest.raises(ValueError, match="min_height 0.95"):
+        make_synthetic_dataset(tmp_path / "x", 4, min_height=0.95)

@@ -72,6 +72,8 @@ def _add_make_synthetic(sub) -> Callable:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of images in the val split")
     p.add_argument("--max-people", type=int, default=8, help="at most this many people per image (1..8)")
+    p.add_argument("--min-height", type=float, default=0.35,
+                   help="shortest person with keypoints, as a fraction of the image side (0.1..0.85)")
     return _run_make_synthetic
 
 
@@ -80,7 +82,7 @@ def _run_make_synthetic(args) -> int:
 
     summary = make_synthetic_dataset(
         out_dir=args.out, num_images=args.images, image_size=args.size, seed=args.seed,
-        val_fraction=args.val_fraction, max_people=args.max_people,
+        val_fraction=args.val_fraction, max_people=args.max_people, min_height=args.min_height,
     )
     print(json.dumps(summary, indent=2, default=str))
     return 0

@@ -37,6 +37,7 @@ from efficienthrnet.keypoints import COCO17, KeypointSchema, get_schema
 
 AREA_PER_BOX_AREA = 0.53
 _MAX_PEOPLE = 8
+_MIN_HEIGHT = 0.35  # shortest person with keypoints, as a fraction of the image side
 _JPEG_QUALITY = 95
 # COCO-17 indices used by the body model.
 (NOSE, L_EYE, R_EYE, L_EAR, R_EAR, L_SHO, R_SHO, L_ELB, R_ELB, L_WRI, R_WRI,
@@ -282,16 +283,18 @@ def _person_annotation(fig: _Figure | None, mask: np.ndarray, keypoints: np.ndar
 
 
 def render_synthetic_image(
-    rng: np.random.Generator, size: int, max_people: int = _MAX_PEOPLE
+    rng: np.random.Generator, size: int, max_people: int = _MAX_PEOPLE, min_height: float = _MIN_HEIGHT
 ) -> tuple[np.ndarray, list[dict]]:
-    """One synthetic image (uint8 RGB) and its annotations (without ids), 1..max_people people."""
+    """One synthetic image (uint8 RGB) and its annotations (without ids), 1..max_people people
+    with keypoints, each at least ``min_height * size`` pixels tall."""
     img = _background(rng, size)
     boxes: list = []
     num_people = int(rng.choice(np.arange(1, max_people + 1), p=_people_count_weights(max_people)))
     h_max = size * min(0.9, 1.6 / np.sqrt(num_people))
     people = []
     for _ in range(num_people):
-        fig = _place(rng, size, rng.uniform(0.35 * size, max(h_max, 0.36 * size)), boxes, limit=0.15)
+        height = rng.uniform(min_height * size, max(h_max, (min_height + 0.01) * size))
+        fig = _place(rng, size, height, boxes, limit=0.15)
         if fig is not None:
             people.append(fig)
     annotations = []
@@ -391,6 +394,7 @@ def make_synthetic_dataset(
     val_fraction: float = 0.2,
     schema: KeypointSchema | str = COCO17,
     max_people: int = _MAX_PEOPLE,
+    min_height: float = _MIN_HEIGHT,
 ) -> dict[str, dict]:
     """Write a synthetic COCO-format keypoint dataset with splits "train" and "val".
 
@@ -403,6 +407,9 @@ def make_synthetic_dataset(
       schema: must be COCO-17 (the body model draws COCO's keypoints).
       max_people: at most this many people with keypoints per image (1..8; fewer people make an
         easier task for short CPU runs).
+      min_height: shortest person with keypoints, as a fraction of image_size (0.1..0.85; the
+        tallest is 0.9, less when many people share the image). Taller people are easier: their
+        joints lie farther apart in pixels and COCO's OKS tolerance grows with the person.
 
     Returns {"train": {...}, "val": {...}} with each split's annotation file, image folder,
     and image / person / annotation counts.
@@ -414,6 +421,8 @@ def make_synthetic_dataset(
         raise ValueError(f"image_size {image_size} is too small; use at least 64 pixels")
     if not (isinstance(max_people, int) and 1 <= max_people <= _MAX_PEOPLE):
         raise ValueError(f"max_people {max_people!r} must be an integer in [1, {_MAX_PEOPLE}]")
+    if not (isinstance(min_height, (int, float)) and 0.1 <= min_height <= 0.85):
+        raise ValueError(f"min_height {min_height!r} must be a fraction of the image size in [0.1, 0.85]")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction {val_fraction} must lie in [0, 1)")
     num_val = int(round(num_images * val_fraction))
@@ -433,7 +442,7 @@ def make_synthetic_dataset(
         for index in range(first, first + count):
             image_id = index + 1
             rng = np.random.default_rng([seed, index])
-            image, anns = render_synthetic_image(rng, image_size, max_people)
+            image, anns = render_synthetic_image(rng, image_size, max_people, min_height)
             file_name = f"{image_id:012d}.jpg"
             ok = cv2.imwrite(str(out_dir / split / file_name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
                              [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
