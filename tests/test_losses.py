@@ -36,7 +36,7 @@ def oracle_heatmap(pred, gt, mask):
     return out
 
 
-def oracle_ae_single(tag_map, joints):
+def oracle_ae_single(tag_map, joints, push_loss="exp"):
     """One image: tag_map [H, W, J], joints [P, J, 2]; loops over people and joints as the reference."""
     width = tag_map.shape[1]
     refs, pull = [], 0.0
@@ -54,7 +54,10 @@ def oracle_ae_single(tag_map, joints):
         return 0.0, 0.0
     if n == 1:
         return 0.0, pull
-    push = sum(math.exp(-((refs[i] - refs[k]) ** 2)) for i in range(n) for k in range(n) if i != k)
+    if push_loss == "exp":
+        push = sum(math.exp(-((refs[i] - refs[k]) ** 2)) for i in range(n) for k in range(n) if i != k)
+    else:  # "max": the diagonal's 1s are subtracted in the reference, here never added
+        push = sum(max(0.0, 1.0 - abs(refs[i] - refs[k])) for i in range(n) for k in range(n) if i != k)
     return push / ((n - 1) * n) * 0.5, pull / n
 
 
@@ -118,12 +121,14 @@ def test_gather_reads_tag_of_own_joint_type():
     np.testing.assert_array_equal(got[1, 0], tags[1, 2, 1, :])
 
 
-def test_ae_matches_oracle_including_edge_cases(data):
+@pytest.mark.parametrize("push_loss", ["exp", "max"])
+def test_ae_matches_oracle_including_edge_cases(data, push_loss):
     out4, _, batch = data
     tags = out4[..., J:]
-    push, pull = (np.asarray(a) for a in jax.jit(ae_loss_per_image)(tags, batch["joints_4"]))
+    fn = jax.jit(ae_loss_per_image, static_argnums=2)
+    push, pull = (np.asarray(a) for a in fn(tags, batch["joints_4"], push_loss))
     for b in range(tags.shape[0]):
-        o_push, o_pull = oracle_ae_single(tags[b], batch["joints_4"][b])
+        o_push, o_pull = oracle_ae_single(tags[b], batch["joints_4"][b], push_loss)
         assert push[b] == pytest.approx(o_push, rel=1e-5, abs=1e-7), f"push image {b}"
         assert pull[b] == pytest.approx(o_pull, rel=1e-5, abs=1e-7), f"pull image {b}"
     assert push[0] == 0.0 and pull[0] == 0.0  # no people
@@ -177,3 +182,20 @@ def test_shape_errors_are_clear():
         gather_joint_tags(np.zeros((1, 4, 4, 2)), np.zeros((1, 3, 3, 2), np.int32))
     with pytest.raises(ValueError, match="push=-1"):
         LossWeights(push=-1)
+
+
+def test_max_push_separates_collapsed_tags_where_exp_cannot():
+    """Two people whose tags are (almost) equal: the exp push has (almost) no gradient there."""
+    tags = np.zeros((1, 2, 2, J), np.float32)
+    tags[0, 0, 1, :] = 1e-4  # person 1's joints sit at pixel (0, 1), person 0's at (0, 0)
+    joints = np.zeros((1, 2, J, 2), np.int32)
+    joints[0, 1, :, 0] = 1
+    joints[0, :, :, 1] = 1
+
+    def push_grad(kind):
+        return np.asarray(jax.grad(lambda t: ae_loss_per_image(t, joints, kind)[0].sum())(tags))
+
+    exp_grad, max_grad = np.abs(push_grad("exp")).max(), np.abs(push_grad("max")).max()
+    assert exp_grad < 1e-4 and max_grad > 0.01
+    with pytest.raises(ValueError, match="push_loss='sq'"):
+        ae_loss_per_image(tags, joints, "sq")

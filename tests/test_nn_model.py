@@ -158,3 +158,22 @@ def test_reference_init_scheme_starts_from_near_zero_predictions(fast_compile):
     assert float(jnp.max(jnp.abs(model.apply(variables, x)[0]))) < 0.05
     with pytest.raises(ValueError, match="init_scheme"):
         EfficientHRNet(cfg, init_scheme="xavier").init(jax.random.key(0), x)
+
+
+def test_he_small_head_scheme_keeps_he_features_and_small_outputs(fast_compile):
+    from flax import traverse_util
+
+    cfg = generate_config(-6)
+    x = jax.random.normal(jax.random.key(1), (1, 64, 64, 3))
+    he = EfficientHRNet(cfg, init_scheme="he").init(jax.random.key(0), x, train=False)["params"]
+    model = EfficientHRNet(cfg, init_scheme="he_small_head")
+    variables = model.init(jax.random.key(0), x, train=False)
+    flat, flat_he = (traverse_util.flatten_dict(p) for p in (variables["params"], he))
+    outputs = [p for p in flat if p[0] == "head" and p[1].startswith("final_") and p[-1] == "kernel"]
+    assert len(outputs) == 2  # the 1/4 and 1/2 output convs
+    for path, leaf in flat.items():
+        if path in outputs:
+            assert float(np.std(leaf)) == pytest.approx(0.001, rel=0.2)
+        else:
+            np.testing.assert_array_equal(leaf, flat_he[path])
+    assert float(jnp.max(jnp.abs(model.apply(variables, x)[0]))) < 0.5

@@ -155,6 +155,8 @@ def test_augment_ranges_reach_the_input_pipeline():
         ("compute_dtype", "float16", "float16"),
         ("decay_fractions", (0.9, 0.5), "increasing"),
         ("weight_decay", -1.0, "weight_decay"),
+        ("push_loss", "abs", "push_loss=.abs.*exp.*max"),
+        ("init_scheme", "xavier", "init_scheme=.xavier.*he_small_head"),
     ],
 )
 def test_train_config_rejects_bad_values(field, value, message):

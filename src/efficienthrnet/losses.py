@@ -9,7 +9,10 @@ The definitions follow the authors' PyTorch code (reference page, section 5):
   joints' tags.  Pull is the mean over people of the mean squared deviation from the reference;
   push ("exp" form) is the sum over ordered pairs i != j of ``exp(-(ref_i - ref_j)**2)``
   divided by ``N (N - 1)`` and multiplied by 0.5. Push is 0 with N <= 1, both are 0 with N = 0.
-  Both are averaged over the batch and weighted (1e-3 each by default).
+  Both are averaged over the batch and weighted (1e-3 each by default). The reference's other
+  push form, "max", has ``max(0, 1 - |ref_i - ref_j|)`` per pair instead: unlike "exp", whose
+  gradient vanishes as two people's tags approach each other, it pushes equal tags apart at
+  full strength, so tags that start collapsed (as from a near-zero initialisation) separate.
 
 Everything is written for fixed shapes under ``jax.jit``: padding people carry visibility 0
 and drop out through masks, never through Python control flow. All arithmetic is float32 even
@@ -21,6 +24,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+#: The associative-embedding push forms of the reference (its AE_LOSS_TYPE).
+PUSH_LOSSES = ("exp", "max")
 
 import jax.numpy as jnp
 
@@ -98,16 +104,21 @@ def gather_joint_tags(tags: jnp.ndarray, joints: jnp.ndarray) -> jnp.ndarray:
     return jnp.take_along_axis(flat[:, None, :, :], index[..., None, :], axis=2)[:, :, 0, :]
 
 
-def ae_loss_per_image(tags: jnp.ndarray, joints: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Associative-embedding push ("exp") and pull losses per image, unweighted.
+def ae_loss_per_image(
+    tags: jnp.ndarray, joints: jnp.ndarray, push_loss: str = "exp"
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Associative-embedding push and pull losses per image, unweighted.
 
     Args:
       tags: [B, H, W, J] tag maps.
       joints: [B, P, J, 2] int, see `gather_joint_tags`.
+      push_loss: "exp" or "max", the per-pair push term (see the module docstring).
 
     Returns:
       (push, pull), each [B] float32.
     """
+    if push_loss not in PUSH_LOSSES:
+        raise ValueError(f"push_loss={push_loss!r}; use one of {PUSH_LOSSES}")
     values = gather_joint_tags(tags, joints)  # [B, P, J]
     visible = (joints[..., 1] > 0).astype(jnp.float32)  # [B, P, J]
     count = jnp.sum(visible, axis=2)  # [B, P] visible joints per person
@@ -120,7 +131,8 @@ def ae_loss_per_image(tags: jnp.ndarray, joints: jnp.ndarray) -> tuple[jnp.ndarr
 
     diff = reference[:, :, None] - reference[:, None, :]  # [B, P, P]
     pair = person[:, :, None] * person[:, None, :] * (1.0 - jnp.eye(reference.shape[1], dtype=jnp.float32))
-    pair_sum = jnp.sum(jnp.exp(-(diff**2)) * pair, axis=(1, 2))
+    closeness = jnp.exp(-(diff**2)) if push_loss == "exp" else jnp.maximum(0.0, 1.0 - jnp.abs(diff))
+    pair_sum = jnp.sum(closeness * pair, axis=(1, 2))
     # With N <= 1 there are no pairs, pair_sum is 0 and so is the push.
     push = 0.5 * pair_sum / jnp.maximum(num_people * (num_people - 1.0), 1.0)
     return push, pull
@@ -131,6 +143,7 @@ def compute_losses(
     out2: jnp.ndarray,
     batch: Mapping[str, Any],
     weights: LossWeights = LossWeights(),
+    push_loss: str = "exp",
 ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
     """Total training loss and its weighted parts, each a float32 scalar (batch mean).
 
@@ -140,6 +153,7 @@ def compute_losses(
       batch: dict with "heatmaps_4", "heatmaps_2", "mask_4", "mask_2", "joints_4" (the training
         batch contract of `efficienthrnet.data.pipeline`).
       weights: term multipliers.
+      push_loss: "exp" (default) or "max", the push form of `ae_loss_per_image`.
 
     Returns:
       (total, parts) with parts "heatmap_4", "heatmap_2", "push", "pull" already weighted, so
@@ -153,7 +167,7 @@ def compute_losses(
         )
     heat4 = heatmap_loss(out4[..., :num_joints], batch["heatmaps_4"], batch["mask_4"])
     heat2 = heatmap_loss(out2, batch["heatmaps_2"], batch["mask_2"])
-    push, pull = ae_loss_per_image(out4[..., num_joints:], batch["joints_4"])
+    push, pull = ae_loss_per_image(out4[..., num_joints:], batch["joints_4"], push_loss)
     parts = {
         "heatmap_4": weights.heatmap_4 * jnp.mean(heat4),
         "heatmap_2": weights.heatmap_2 * jnp.mean(heat2),

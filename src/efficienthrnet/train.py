@@ -46,7 +46,7 @@ from jax.sharding import PartitionSpec as P
 
 from efficienthrnet.data.augment import AugmentConfig
 from efficienthrnet.config import ModelConfig
-from efficienthrnet.losses import LossWeights, compute_losses
+from efficienthrnet.losses import PUSH_LOSSES, LossWeights, compute_losses
 
 #: Batch entries the step needs on the device (the rest, e.g. "image_id", stay on the host).
 DEVICE_BATCH_KEYS = ("image", "heatmaps_4", "heatmaps_2", "mask_4", "mask_2", "joints_4")
@@ -80,6 +80,10 @@ class TrainConfig:
       freeze_backbone: give the backbone parameters zero updates (the reference always does).
       compute_dtype: "float32" or "bfloat16" for activations; params, optimizer and loss stay float32.
       loss_weights: multipliers of the loss terms.
+      push_loss: associative-embedding push form, "exp" (the reference's default) or "max"
+        (the reference's other form; see `efficienthrnet.losses`).
+      init_scheme: how the pose model's kernels start: "reference" (N(0, 0.001^2), as the
+        authors train), "he", or "he_small_head" (see `efficienthrnet.nn.model.EfficientHRNet`).
       checkpoint_every: save every this many steps (and always at the end).
       keep_checkpoints: how many of the most recent checkpoints to keep.
       log_every: write a metrics line every this many steps (and at the end).
@@ -106,6 +110,8 @@ class TrainConfig:
     freeze_backbone: bool = False
     compute_dtype: str = "float32"
     loss_weights: LossWeights = field(default_factory=LossWeights)
+    push_loss: str = "exp"
+    init_scheme: str = "reference"
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
     log_every: int = 10
@@ -140,6 +146,12 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.decay_fractions={self.decay_fractions!r} must be increasing fractions in (0, 1)"
             )
+        from efficienthrnet.nn.model import INIT_SCHEMES  # here, as build_model: configs need no model
+
+        if self.init_scheme not in INIT_SCHEMES:
+            raise ValueError(f"TrainConfig.init_scheme={self.init_scheme!r}; choose one of {list(INIT_SCHEMES)}")
+        if self.push_loss not in PUSH_LOSSES:
+            raise ValueError(f"TrainConfig.push_loss={self.push_loss!r}; choose one of {list(PUSH_LOSSES)}")
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise ValueError(
                 f"TrainConfig.compute_dtype={self.compute_dtype!r}; choose one of {list(COMPUTE_DTYPES)}"
@@ -246,7 +258,7 @@ class TrainState(train_state.TrainState):
 
 
 @functools.lru_cache(maxsize=16)
-def build_model(model_config: ModelConfig, compute_dtype: str = "float32") -> nn.Module:
+def build_model(model_config: ModelConfig, compute_dtype: str = "float32", init_scheme: str = "reference") -> nn.Module:
     """The flax module for a config, computing in ``compute_dtype`` (its parameters stay float32).
 
     Cached: the same config gives the same module object, so that jitted functions keyed on
@@ -254,7 +266,7 @@ def build_model(model_config: ModelConfig, compute_dtype: str = "float32") -> nn
     """
     from efficienthrnet.nn.model import EfficientHRNet  # here, so that losses and configs need no model
 
-    return EfficientHRNet(model_config, dtype=COMPUTE_DTYPES[compute_dtype])
+    return EfficientHRNet(model_config, dtype=COMPUTE_DTYPES[compute_dtype], init_scheme=init_scheme)
 
 
 def create_train_state(model: nn.Module, model_config: ModelConfig, config: TrainConfig) -> TrainState:
@@ -305,6 +317,7 @@ def train_step(
     loss_weights: LossWeights,
     compute_dtype: str = "float32",
     schedule: optax.Schedule | None = None,
+    push_loss: str = "exp",
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer update: forward in train mode, loss, gradients, update, new BN statistics.
 
@@ -323,7 +336,7 @@ def train_step(
             mutable=["batch_stats"],
             rngs={"dropout": dropout_key},
         )
-        total, parts = compute_losses(out4, out2, batch, loss_weights)
+        total, parts = compute_losses(out4, out2, batch, loss_weights, push_loss)
         return total, (parts, updates["batch_stats"])
 
     (loss, (parts, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -405,6 +418,7 @@ def make_train_step(config: TrainConfig, mesh: Mesh) -> Callable:
         loss_weights=config.loss_weights,
         compute_dtype=config.compute_dtype,
         schedule=learning_rate_schedule(config),
+        push_loss=config.push_loss,
     )
     replicated = NamedSharding(mesh, P())
     return jax.jit(
@@ -704,7 +718,7 @@ def train(
     is_chief = jax.process_index() == 0
 
     if model is None:
-        model = build_model(model_config, train_config.compute_dtype)
+        model = build_model(model_config, train_config.compute_dtype, train_config.init_scheme)
     elif hasattr(model, "dtype"):
         model = model.clone(dtype=COMPUTE_DTYPES[train_config.compute_dtype])
     state = replicate(create_train_state(model, model_config, train_config), mesh)
