@@ -25,10 +25,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import jax.numpy as jnp
+
 #: The associative-embedding push forms of the reference (its AE_LOSS_TYPE).
 PUSH_LOSSES = ("exp", "max")
-
-import jax.numpy as jnp
 
 
 @dataclass(frozen=True)

@@ -146,7 +146,7 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.decay_fractions={self.decay_fractions!r} must be increasing fractions in (0, 1)"
             )
-        from efficienthrnet.nn.model import INIT_SCHEMES  # here, as build_model: configs need no model
+        from efficienthrnet.nn.model import INIT_SCHEMES  # imported on use, as in build_model
 
         if self.init_scheme not in INIT_SCHEMES:
             raise ValueError(f"TrainConfig.init_scheme={self.init_scheme!r}; choose one of {list(INIT_SCHEMES)}")
@@ -258,7 +258,9 @@ class TrainState(train_state.TrainState):
 
 
 @functools.lru_cache(maxsize=16)
-def build_model(model_config: ModelConfig, compute_dtype: str = "float32", init_scheme: str = "reference") -> nn.Module:
+def build_model(
+    model_config: ModelConfig, compute_dtype: str = "float32", init_scheme: str = "reference"
+) -> nn.Module:
     """The flax module for a config, computing in ``compute_dtype`` (its parameters stay float32).
 
     Cached: the same config gives the same module object, so that jitted functions keyed on

@@ -15,6 +15,7 @@ are returned as float32.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -52,32 +53,30 @@ REFERENCE_INIT_STD = 0.001
 INIT_SCHEMES = ("reference", "he", "he_small_head")
 
 
-def reference_training_init(params: dict, key: jax.Array, std: float = REFERENCE_INIT_STD) -> dict:
+def reference_training_init(params: dict, key: jax.Array, std: float = REFERENCE_INIT_STD,
+                            only: Callable[[tuple[str, ...]], bool] | None = None) -> dict:
     """Params re-drawn as the reference initialises them for training.
 
-    Only conv kernels (4-d leaves) change: Flax already starts conv biases at 0 and BatchNorm
-    at scale 1 / bias 0. Why it matters: with He-scaled kernels the untrained network predicts
-    heatmaps of magnitude ~10; the first Adam steps then crush every output to zero and the
-    network sits on the all-zero plateau of the heatmap loss for thousands of steps, while
-    from near-zero outputs it starts fitting the peaks at once (measured on the synthetic data).
+    Only conv kernels (4-d leaves) change, and of those only the ones whose path `only` accepts
+    (None: all): Flax already starts conv biases at 0 and BatchNorm at scale 1 / bias 0. Why it
+    matters: with He-scaled kernels everywhere the untrained network predicts heatmaps of
+    magnitude ~10; the first Adam steps then crush every output to zero and the network sits on
+    the all-zero plateau of the heatmap loss for thousands of steps, while from near-zero outputs
+    it starts fitting the peaks at once (measured on the synthetic data).
     """
     flat = traverse_util.flatten_dict(params)
     keys = dict(zip(sorted(flat), jax.random.split(key, len(flat))))
     redrawn = {
-        path: std * jax.random.normal(keys[path], leaf.shape, leaf.dtype) if leaf.ndim == 4 else leaf
+        path: std * jax.random.normal(keys[path], leaf.shape, leaf.dtype)
+        if leaf.ndim == 4 and (only is None or only(path)) else leaf
         for path, leaf in flat.items()
     }
     return traverse_util.unflatten_dict(redrawn)
 
 
-def _merge_output_convs(base: dict, small: dict) -> dict:
-    """`base` params with the head's output convs (``head/final_*``) taken from `small`."""
-    flat, flat_small = traverse_util.flatten_dict(base), traverse_util.flatten_dict(small)
-    merged = {
-        path: flat_small[path] if path[0] == "head" and path[1].startswith("final_") else leaf
-        for path, leaf in flat.items()
-    }
-    return traverse_util.unflatten_dict(merged)
+def is_output_conv(path: tuple[str, ...]) -> bool:
+    """Whether a parameter path lies in one of the head's output convs (``head/final_*``)."""
+    return len(path) > 1 and path[0] == "head" and path[1].startswith("final_")
 
 
 class EfficientHRNet(nn.Module):
@@ -103,9 +102,8 @@ class EfficientHRNet(nn.Module):
         if self.init_scheme == "he":
             return variables
         key = rngs["params"] if isinstance(rngs, dict) else rngs
-        params = reference_training_init(variables["params"], jax.random.fold_in(key, 1))
-        if self.init_scheme == "he_small_head":
-            params = _merge_output_convs(variables["params"], params)
+        only = is_output_conv if self.init_scheme == "he_small_head" else None
+        params = reference_training_init(variables["params"], jax.random.fold_in(key, 1), only=only)
         return {**variables, "params": params}
 
     def setup(self) -> None:
