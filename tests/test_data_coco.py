@@ -157,3 +157,165 @@ def test_resolve_dataset(tmp_path):
     (tmp_path / "train").mkdir()
     assert resolve_dataset(f"synthetic:{tmp_path}", "train") == (
         tmp_path / "annotations" / "person_keypoints_train.json", tmp_path / "train")
+
+
+# ------------------------------------------------- tiny synthetic files: valid edge cases, bad input
+
+
+def _tiny_dataset(tmp_path, images=None, annotations=None, suffix=".png", size=(12, 8)):
+    """One w x h image file (suffix .png or .jpg) and a COCO file; entries can be overridden."""
+    import cv2
+
+    width, height = size
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:, :, 0] = np.arange(width, dtype=np.uint8) * 10
+    cv2.imwrite(str(tmp_path / f"a{suffix}"), image)
+    person = {"id": 11, "image_id": 1, "category_id": 1, "iscrowd": 0, "num_keypoints": 1,
+              "keypoints": [3, 4, 2] + [0] * 48, "bbox": [1, 1, 6, 5], "area": 20}
+    data = {
+        "images": images if images is not None else
+        [{"id": 1, "file_name": f"a{suffix}", "width": width, "height": height}],
+        "annotations": annotations if annotations is not None else [person],
+        "categories": [{"id": 1, "name": "person"}],
+    }
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _person(**changes):
+    ann = {"id": 11, "image_id": 1, "category_id": 1, "iscrowd": 0, "num_keypoints": 1,
+           "keypoints": [3, 4, 2] + [0] * 48, "bbox": [1, 1, 6, 5], "area": 20}
+    ann.update(changes)
+    return ann
+
+
+def test_zero_keypoint_person_with_only_a_bbox_is_masked_by_its_box(tmp_path):
+    # Valid COCO (CrowdPose has such entries): no segmentation, the box is the ignore region.
+    box_only = {"id": 12, "image_id": 1, "category_id": 1, "iscrowd": 0, "num_keypoints": 0,
+                "keypoints": [0] * 51, "bbox": [2, 3, 4, 2]}
+    ds = CocoKeypoints(_tiny_dataset(tmp_path, annotations=[_person(), box_only]), tmp_path)
+    kps, mask, ids = ds.load_annotations(1)
+    assert ids == (11, 12) and kps.shape == (2, 17, 3)
+    expected = np.ones((8, 12), np.float32)
+    expected[3:5, 2:6] = 0.0  # pixel centres inside [2, 6) x [3, 5)
+    np.testing.assert_array_equal(mask, expected)
+    assert ds[0].image.shape == (8, 12, 3)
+
+
+def test_missing_area_is_filled_from_the_bbox(tmp_path):
+    from efficienthrnet.data.coco import AREA_PER_BOX_AREA
+
+    person = _person()
+    del person["area"]
+    ds = CocoKeypoints(_tiny_dataset(tmp_path, annotations=[person]), tmp_path)
+    assert ds.coco.anns[11]["area"] == pytest.approx(AREA_PER_BOX_AREA * 6 * 5)
+
+
+@pytest.mark.parametrize(
+    "images,message",
+    [
+        ([{"id": 1, "file_name": "a.png", "width": 12, "height": 8}] * 2, r"image id 1 appears twice"),
+        ([{"id": 1, "file_name": "a.png", "width": -12, "height": 8}], r"image id 1 has width -12"),
+        ([{"id": 1, "file_name": "a.png", "width": 12, "height": 0}], r"image id 1 has height 0"),
+        ([{"id": 1, "file_name": "a.png", "width": 12.5, "height": 8}], r"image id 1 has width 12\.5"),
+        ([{"id": "1", "file_name": "a.png", "width": 12, "height": 8}], r"image id '1'.*integer"),
+    ],
+)
+def test_bad_image_entries_name_file_and_image_id(tmp_path, images, message):
+    with pytest.raises(CocoFormatError, match=r"ann\.json: " + message):
+        CocoKeypoints(_tiny_dataset(tmp_path, images=images), tmp_path)
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"keypoints": [3, 4, 2, float("nan")] + [0] * 47}, r"keypoint value nan at position 3"),
+        ({"keypoints": [3, float("inf"), 2] + [0] * 48}, r"keypoint value inf at position 1"),
+        ({"bbox": [1, 1, -6, 5]}, r"bbox \[1, 1, -6, 5\] with a negative width"),
+        ({"bbox": [1, 1, float("inf"), 5]}, r"bbox \[1, 1, inf, 5\]; it must be 4 finite numbers"),
+        ({"bbox": [1, 1, 5]}, r"bbox \[1, 1, 5\]; it must be 4 finite numbers"),
+        ({"area": float("nan")}, r"area nan"),
+        ({"iscrowd": 2}, r"iscrowd 2"),
+    ],
+)
+def test_bad_annotation_values_name_file_and_annotation_id(tmp_path, changes, message):
+    # json writes NaN/Infinity, which Python's json (and so this reader) reads back.
+    path = _tiny_dataset(tmp_path, annotations=[_person(**changes)])
+    with pytest.raises(CocoFormatError, match=r"ann\.json: annotation id 11 \(image id 1\) has " + message):
+        CocoKeypoints(path, tmp_path)
+
+
+def test_duplicate_annotation_ids_are_refused(tmp_path):
+    path = _tiny_dataset(tmp_path, annotations=[_person(), _person()])
+    with pytest.raises(CocoFormatError, match=r"ann\.json: annotation id 11 appears twice"):
+        CocoKeypoints(path, tmp_path)
+
+
+def test_masked_entry_without_region_is_refused(tmp_path):
+    crowd = _person(iscrowd=1, segmentation=[])
+    del crowd["bbox"]
+    with pytest.raises(CocoFormatError, match=r"annotation id 11 .*crowd region.*neither a 'segmentation' nor"):
+        CocoKeypoints(_tiny_dataset(tmp_path, annotations=[crowd]), tmp_path)
+
+
+def test_image_header_larger_than_max_pixels_is_refused_before_decoding(tmp_path):
+    # A 20000 x 20000 PNG header on a few bytes: refused from the header, nothing decoded.
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">II5B", 20000, 20000, 8, 2, 0, 0, 0)
+    chunk = lambda kind, body: struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))  # noqa: E731
+    images = [{"id": 1, "file_name": "bomb.png", "width": 20000, "height": 20000}]
+    path = _tiny_dataset(tmp_path, images=images)
+    (tmp_path / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    ds = CocoKeypoints(path, tmp_path)
+    with pytest.raises(OSError, match=r"bomb\.png \(image id 1 in .*ann\.json\) is 20000x20000 .*max_pixels=50000000"):
+        ds[0]
+    small = CocoKeypoints(_tiny_dataset(tmp_path), tmp_path, max_pixels=95)
+    with pytest.raises(ValueError, match=r"a\.png .* is 12x8 .*max_pixels=95"):
+        small[0]
+    with pytest.raises(ValueError, match=r"ann\.json: image id 1 is 20000x20000, more than max_pixels"):
+        ds.load_annotations(1)
+    with pytest.raises(ValueError, match=r"max_pixels=0"):
+        CocoKeypoints(path, tmp_path, max_pixels=0)
+
+
+def test_header_size_must_match_the_annotation(tmp_path):
+    images = [{"id": 1, "file_name": "a.png", "width": 20, "height": 8}]
+    ds = CocoKeypoints(_tiny_dataset(tmp_path, images=images), tmp_path)
+    with pytest.raises(ValueError, match=r"a\.png \(image id 1 .*\) is 12x8 by its PNG header but the annotation says 20x8"):
+        ds[0]
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_truncated_image_is_refused(tmp_path, suffix):
+    ds = CocoKeypoints(_tiny_dataset(tmp_path, suffix=suffix, size=(64, 48)), tmp_path)
+    assert ds[0].image.shape == (48, 64, 3)  # whole file: fine
+    path = tmp_path / f"a{suffix}"
+    path.write_bytes(path.read_bytes()[:-30])
+    with pytest.raises(OSError, match=rf"a\{suffix} \(image id 1 .*\) is truncated.*(FFD9|IEND)"):
+        ds[0]
+
+
+def test_not_an_image_and_empty_files_are_named(tmp_path):
+    from efficienthrnet.data.coco import decode_image_file
+
+    (tmp_path / "x.gif").write_bytes(b"GIF89a....")
+    with pytest.raises(ValueError, match=r"x\.gif cannot be used: it is not a JPEG or PNG file"):
+        decode_image_file(tmp_path / "x.gif")
+    (tmp_path / "e.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"e\.jpg is empty"):
+        decode_image_file(tmp_path / "e.jpg")
+    with pytest.raises(FileNotFoundError, match=r"nope\.jpg does not exist"):
+        decode_image_file(tmp_path / "nope.jpg")
+
+
+def test_skipped_images_are_counted_and_logged(tmp_path, caplog):
+    images = [{"id": i, "file_name": "a.png", "width": 12, "height": 8} for i in (1, 2, 3)]
+    path = _tiny_dataset(tmp_path, images=images)
+    with caplog.at_level("WARNING", logger="efficienthrnet.data.coco"):
+        ds = CocoKeypoints(path, tmp_path, skip_images_without_people=True)
+    assert ds.image_ids == [1] and ds.skipped_image_ids == (2, 3)
+    assert "ann.json: skipping 2 of 3 images" in caplog.text
+    assert CocoKeypoints(path, tmp_path).skipped_image_ids == ()

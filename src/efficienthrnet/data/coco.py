@@ -478,12 +478,13 @@ class CocoKeypoints:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} images")
         image_id = self.image_ids[index]
+        image = self.load_image(image_id)  # first: its checks keep a huge image from allocating masks
         keypoints, mask, ann_ids = self.load_annotations(image_id)
         path = self.image_path(image_id)
         return PoseSample(
             image_id=image_id,
             file_name=str(path),
-            image=self.load_image(image_id),
+            image=image,
             keypoints=keypoints,
             mask=mask,
             annotation_ids=ann_ids,
@@ -507,6 +508,11 @@ class CocoKeypoints:
         """(keypoints [N, J, 3] float32, mask [H, W] float32, annotation ids) of one image."""
         info = self.coco.imgs[image_id]
         height, width = info["height"], info["width"]
+        if width * height > self.max_pixels:
+            raise CocoFormatError(
+                f"{self.annotation_file}: image id {image_id} is {width}x{height}, more than "
+                f"max_pixels={self.max_pixels} pixels; raise max_pixels if the image is genuine"
+            )
         ignore = np.zeros((height, width), dtype=bool)
         people, ann_ids = [], []
         for ann in self.coco.imgToAnns.get(image_id, []):
