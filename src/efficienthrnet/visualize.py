@@ -12,7 +12,9 @@ from efficienthrnet.keypoints import KeypointSchema, get_schema
 
 
 def person_colours(n: int) -> np.ndarray:
-    """n distinct RGB uint8 colours (evenly spaced hues, full saturation)."""
+    """n distinct RGB uint8 colours (evenly spaced hues, full saturation); [0, 3] for n = 0."""
+    if n == 0:  # cv2.cvtColor refuses an empty image
+        return np.zeros((0, 3), np.uint8)
     hues = (np.arange(n) * 180 / max(n, 1)).astype(np.uint8)
     hsv = np.stack([hues, np.full(n, 230, np.uint8), np.full(n, 255, np.uint8)], axis=-1)[None]
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0]
@@ -30,9 +32,12 @@ def draw_people(
 
     keypoints: [P, J, 3] (x, y, score) in image pixels (pixel i spans [i, i + 1)); joints with
     score < min_score are left out, and so are people whose score is below min_person_score.
+    With no people (P = 0, or any empty array) the image comes back unchanged.
     """
     schema = get_schema(schema)
     keypoints = np.asarray(keypoints, dtype=np.float64)
+    if keypoints.size == 0:
+        keypoints = keypoints.reshape(0, schema.num_keypoints, 3)
     if keypoints.ndim != 3 or keypoints.shape[1:] != (schema.num_keypoints, 3):
         raise ValueError(f"keypoints must be [P, {schema.num_keypoints}, 3]; got shape {keypoints.shape}")
     canvas = np.ascontiguousarray(image.copy())
