@@ -60,11 +60,26 @@ def coco_results(
 
 
 def _as_coco(gt: str | os.PathLike | COCO) -> COCO:
-    if isinstance(gt, COCO):
-        return gt
-    from efficienthrnet.data.coco import load_coco_annotations
+    """The ground truth as a COCO object whose annotations all carry the bbox and area COCOeval reads.
 
-    return load_coco_annotations(gt)
+    A missing area is filled in from the bbox, as the reader does (see
+    `efficienthrnet.data.coco.fill_missing_areas`: 0.53 x box width x height, CrowdPose's convention).
+    """
+    from efficienthrnet.data.coco import fill_missing_areas, load_coco_annotations
+
+    if isinstance(gt, COCO):
+        source = "the ground truth"
+        fill_missing_areas(list(gt.anns.values()))  # the same dicts as gt.dataset's: filled in place
+    else:
+        source = str(gt)
+        gt = load_coco_annotations(gt)
+    for ann in gt.anns.values():
+        if "bbox" not in ann:
+            raise ValueError(
+                f"{source}: annotation id {ann.get('id')} (image id {ann.get('image_id')}) has no 'bbox'; "
+                f"COCOeval needs a box for every ground-truth person (its area is derived from it when absent)"
+            )
+    return gt
 
 
 def score_coco(
@@ -76,7 +91,8 @@ def score_coco(
     """Run COCOeval('keypoints') and return {AP, AP50, AP75, APM, APL, AR, AR50, AR75, ARM, ARL}.
 
     Args:
-      gt: the ground-truth annotation JSON path or a pycocotools COCO object.
+      gt: the ground-truth annotation JSON path or a pycocotools COCO object. Annotations without
+        'area' get 0.53 x bbox width x height (CrowdPose's convention; see `_as_coco`).
       results: COCO keypoint result entries (see `coco_results`).
       sigmas: per-keypoint OKS sigmas (default: COCOeval's, which are COCO-17's).
       image_ids: evaluate only these images (default: every image of the ground truth).
