@@ -319,3 +319,27 @@ def test_skipped_images_are_counted_and_logged(tmp_path, caplog):
     assert ds.image_ids == [1] and ds.skipped_image_ids == (2, 3)
     assert "ann.json: skipping 2 of 3 images" in caplog.text
     assert CocoKeypoints(path, tmp_path).skipped_image_ids == ()
+
+
+def test_predict_read_image_names_the_path(tmp_path):
+    import cv2
+
+    from efficienthrnet.predict import read_image
+
+    rgb = np.zeros((6, 10, 3), np.uint8)
+    rgb[..., 0] = 200  # red: checks the BGR -> RGB order
+    cv2.imwrite(str(tmp_path / "ok.jpg"), rgb[..., ::-1])
+    image = read_image(tmp_path / "ok.jpg")
+    assert image.dtype == np.uint8 and image.shape == (6, 10, 3) and image[..., 0].min() > 180
+    with pytest.raises(FileNotFoundError, match=r"missing\.png does not exist"):
+        read_image(tmp_path / "missing.png")
+    with pytest.raises(FileNotFoundError, match=rf"{tmp_path.name} is a folder"):
+        read_image(tmp_path)
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match=r"notes\.txt cannot be used: it is not a JPEG or PNG file"):
+        read_image(tmp_path / "notes.txt")
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "ok.jpg").read_bytes()[:-2])
+    with pytest.raises(ValueError, match=r"cut\.jpg is truncated"):
+        read_image(tmp_path / "cut.jpg")
+    with pytest.raises(ValueError, match=r"ok\.jpg is 10x6 .*max_pixels=59"):
+        read_image(tmp_path / "ok.jpg", max_pixels=59)

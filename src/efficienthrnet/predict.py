@@ -272,3 +272,15 @@ def check_image(image: np.ndarray) -> None:
         shape = getattr(image, "shape", None)
         dtype = getattr(image, "dtype", type(image).__name__)
         raise ValueError(f"expected a uint8 RGB image [H, W, 3]; got {dtype} with shape {shape}")
+
+
+def read_image(path, max_pixels: int | None = None) -> np.ndarray:
+    """Read a JPEG or PNG file as the uint8 RGB [H, W, 3] image a `Predictor` takes.
+
+    A missing, unreadable, non-JPEG/PNG, truncated or oversized file (over `max_pixels`, default
+    `efficienthrnet.data.coco.DEFAULT_MAX_PIXELS`) raises an error naming the path; see
+    `efficienthrnet.data.coco.decode_image_file`.
+    """
+    from efficienthrnet.data.coco import DEFAULT_MAX_PIXELS, decode_image_file
+
+    return decode_image_file(path, max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels)
