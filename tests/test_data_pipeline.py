@@ -92,3 +92,16 @@ def test_eval_iterator_covers_split_in_order():
     assert ids == [785, 40083, 196141, 197388]
     halves = [[s.image_id for s in iterate_eval(ds, shard_index=i, shard_count=2)] for i in range(2)]
     assert sorted(halves[0] + halves[1]) == ids and not set(halves[0]) & set(halves[1])
+
+
+def test_images_without_people_are_skipped_visibly(tmp_path, caplog):
+    make_synthetic_dataset(tmp_path, num_images=4, image_size=64, seed=1, val_fraction=0.25)
+    ann_file = tmp_path / "annotations" / "person_keypoints_train.json"
+    data = json.loads(ann_file.read_text())
+    empty = dict(data["images"][0], id=999)  # an image with nobody annotated in it
+    data["images"].append(empty)
+    ann_file.write_text(json.dumps(data))
+    with caplog.at_level("WARNING", logger="efficienthrnet.data.coco"):
+        loader = build_train_loader(f"synthetic:{tmp_path}", S, 1, seed=0, shard_index=0, shard_count=1)
+    assert loader.skipped_image_ids == (999,) and loader.get_state()["num_samples"] == len(data["images"]) - 1
+    assert "person_keypoints_train.json: skipping 1 of" in caplog.text

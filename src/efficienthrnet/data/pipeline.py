@@ -218,6 +218,11 @@ class TrainLoader(PositionedLoader):
         return len(self._element.dataset)
 
     @property
+    def skipped_image_ids(self) -> tuple[int, ...]:
+        """Images of the split left out because no person in them has keypoints (logged at opening)."""
+        return tuple(getattr(self._element.dataset, "skipped_image_ids", ()))
+
+    @property
     def steps_per_epoch(self) -> int:
         """Batches per pass over this shard (batches run on across epoch boundaries)."""
         return self._element.per_shard // self.batch_size
@@ -248,6 +253,9 @@ def build_train_loader(
       num_threads: prefetch threads per process; does not change the batches.
       shard_index, shard_count: this process's shard; default jax.process_index()/process_count().
         Each epoch every shard gets len(dataset) // shard_count distinct samples.
+
+    With a spec, images without any person with keypoints are left out (they carry no target);
+    their count is logged and their ids are in the loader's `skipped_image_ids`.
     """
     schema = get_schema(schema)
     output_sizes(input_size)  # validates input_size
