@@ -265,7 +265,9 @@ def test_image_header_larger_than_max_pixels_is_refused_before_decoding(tmp_path
     import zlib
 
     ihdr = struct.pack(">II5B", 20000, 20000, 8, 2, 0, 0, 0)
-    chunk = lambda kind, body: struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))  # noqa: E731
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     images = [{"id": 1, "file_name": "bomb.png", "width": 20000, "height": 20000}]
     path = _tiny_dataset(tmp_path, images=images)
     (tmp_path / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))

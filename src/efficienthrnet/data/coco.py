@@ -148,7 +148,9 @@ def image_header(data: bytes) -> tuple[str, int, int, bool]:
 
 def _check_max_pixels(max_pixels: int) -> int:
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
-        raise ValueError(f"max_pixels={max_pixels!r} must be a positive integer (default {DEFAULT_MAX_PIXELS})")
+        raise ValueError(
+            f"max_pixels={max_pixels!r} must be a positive integer (default {DEFAULT_MAX_PIXELS})"
+        )
     return max_pixels
 
 
@@ -246,7 +248,9 @@ def _check_images(images: list, source: Path) -> set[int]:
         where = f"{source}: image id {img.get('id', '?')!r}"
         missing = [k for k in _REQUIRED_IMAGE_KEYS if k not in img]
         if missing:
-            raise CocoFormatError(f"{where} lacks {missing}; every image entry needs {list(_REQUIRED_IMAGE_KEYS)}")
+            raise CocoFormatError(
+                f"{where} lacks {missing}; every image entry needs {list(_REQUIRED_IMAGE_KEYS)}"
+            )
         if not _is_int(img["id"]):
             raise CocoFormatError(f"{where}: the id must be an integer")
         if img["id"] in seen:
@@ -254,7 +258,9 @@ def _check_images(images: list, source: Path) -> set[int]:
         seen.add(img["id"])
         for key in ("width", "height"):
             if not _is_int(img[key]) or img[key] < 1:
-                raise CocoFormatError(f"{where} has {key} {img[key]!r}; it must be a positive integer (pixels)")
+                raise CocoFormatError(
+                    f"{where} has {key} {img[key]!r}; it must be a positive integer (pixels)"
+                )
         if not isinstance(img["file_name"], str) or not img["file_name"]:
             raise CocoFormatError(f"{where} has file_name {img['file_name']!r}; it must name the image file")
     return seen
@@ -288,7 +294,9 @@ def _check_annotation(ann: dict, source: Path, num_keypoints: int, image_ids: se
             f"keypoints must be finite numbers"
         )
     if "num_keypoints" in ann and (not _is_int(ann["num_keypoints"]) or ann["num_keypoints"] < 0):
-        raise CocoFormatError(f"{where} has num_keypoints {ann['num_keypoints']!r}; it must be an integer >= 0")
+        raise CocoFormatError(
+            f"{where} has num_keypoints {ann['num_keypoints']!r}; it must be an integer >= 0"
+        )
     _check_box_and_area(ann, where)
     masked = ann["iscrowd"] or _count_keypoints(ann) == 0
     if masked and not ann.get("segmentation") and "bbox" not in ann:
@@ -304,7 +312,9 @@ def _check_box_and_area(ann: dict, where: str) -> None:
     if "bbox" in ann:
         box = ann["bbox"]
         if not isinstance(box, list) or len(box) != 4 or not all(_is_finite_number(v) for v in box):
-            raise CocoFormatError(f"{where} has bbox {box!r}; it must be 4 finite numbers [x, y, width, height]")
+            raise CocoFormatError(
+                f"{where} has bbox {box!r}; it must be 4 finite numbers [x, y, width, height]"
+            )
         if box[2] < 0 or box[3] < 0:
             raise CocoFormatError(f"{where} has bbox {box!r} with a negative width or height")
     if "area" in ann and (not _is_finite_number(ann["area"]) or ann["area"] < 0):
@@ -376,7 +386,7 @@ def _ignore_region(ann: dict, height: int, width: int) -> np.ndarray:
 
     Both are ignore regions: the loss mask is 0 there, as for crowds and unannotated people.
     """
-    if "segmentation" in ann and ann["segmentation"]:
+    if ann.get("segmentation"):
         segm = ann["segmentation"]
         if isinstance(segm, list):  # polygons
             rle = mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
@@ -453,12 +463,16 @@ class CocoKeypoints:
         ids = sorted(self.coco.imgs)
         skipped: list[int] = []
         if self.skip_images_without_people:
-            skipped = [i for i in ids if not any(_count_keypoints(a) > 0 for a in self.coco.imgToAnns.get(i, []))]
+            skipped = [
+                i for i in ids if not any(_count_keypoints(a) > 0 for a in self.coco.imgToAnns.get(i, []))
+            ]
             ids = sorted(set(ids) - set(skipped))
             if skipped:
                 logger.warning(
                     "%s: skipping %d of %d images that have no person with keypoints (no training target)",
-                    self.annotation_file, len(skipped), len(self.coco.imgs),
+                    self.annotation_file,
+                    len(skipped),
+                    len(self.coco.imgs),
                 )
         self.image_ids: list[int] = ids
         self.skipped_image_ids: tuple[int, ...] = tuple(skipped)
