@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .config import BackboneConfig, HeadConfig, HRNetConfig, MBConvStage, ModelConfig
 from .keypoints import get_schema
@@ -22,6 +25,42 @@ from .keypoints import get_schema
 RULES_DIR = Path(__file__).resolve().parent / "scaling_rules"
 ROUNDING_MODES = ("ceil", "floor", "round", "none")
 STAGE_ROW = ("expand_ratio", "channels", "repeats", "stride", "kernel")  # backbone.stages columns
+
+
+# ----------------------------------------------------------------------------- phi values
+
+
+def is_real(value: Any) -> bool:
+    """True for Python and NumPy real scalars (int, float, np.float32, np.int64, ...), not bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+MAX_RANGE_VALUES = 100_000  # a typo such as 0:4:1e-9 must not try to build a billion-entry list
+
+
+def phi_range(start: float, stop: float, step: float) -> tuple[float, ...]:
+    """start, start + step, ... towards stop: stop included when hit exactly, never passed.
+
+    Descending when start > stop (step may then be given negative or positive); a step whose sign
+    points away from stop is refused. Counting is float-safe: 0:1:0.6 gives (0, 0.6) and
+    -1:0:0.1 gives 11 values, each rounded to 10 decimals so that ids stay stable.
+    """
+    values = {"start": start, "stop": stop, "step": step}
+    for name, value in values.items():
+        if not is_real(value) or not math.isfinite(float(value)):
+            raise ValueError(f"phi range {name} must be a finite number, got {value!r}")
+    start, stop, step = float(start), float(stop), float(step)
+    if step == 0:
+        raise ValueError(f"phi range {start:g}:{stop:g}:{step:g}: step must not be 0")
+    direction = -1.0 if stop < start else 1.0
+    if step < 0 and stop > start:  # a positive step may count down: 0:-4:1 is 0, -1, ..., -4
+        raise ValueError(f"phi range {start:g}:{stop:g}:{step:g}: step {step:g} moves away from stop {stop:g}; "
+                         f"use {-step:g}")
+    count = int(math.floor(abs(stop - start) / abs(step) + 1e-9)) + 1
+    if count > MAX_RANGE_VALUES:
+        raise ValueError(f"phi range {start:g}:{stop:g}:{step:g} has {count} values (at most "
+                         f"{MAX_RANGE_VALUES}); use a larger step")
+    return tuple(round(start + i * direction * abs(step), 10) + 0.0 for i in range(count))  # + 0.0: no -0.0
 
 
 # ----------------------------------------------------------------------------- the rule
@@ -112,7 +151,7 @@ class ScalingRule:
 
     def check_phi(self, phi: Any) -> float:
         """Return phi as a float, or raise naming the value and the valid range."""
-        if isinstance(phi, bool) or not isinstance(phi, (int, float)):
+        if not is_real(phi):
             raise ValueError(
                 f"phi must be a real number in [{self.phi.min}, {self.phi.max}] for rule {self.name!r}; "
                 f"got {phi!r} ({type(phi).__name__})"
