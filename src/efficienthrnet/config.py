@@ -12,6 +12,17 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+# Facts fixed by the code (not by a scaling rule): the deepest backbone tap, and so the factor every
+# input side must be divisible by, is at stride 32; the head predicts at 1/4 and, after its one
+# deconv, at 1/2. Rule files are checked against these (scaling.load_rule).
+NETWORK_STRIDE = 32
+HEAD_OUTPUT_STRIDES = (4, 2)
+DECONV_KERNELS = (2, 3, 4)  # the kernels nn.head.deconv_padding can make exactly double the size
+# Phi values from a start:stop:step range are rounded to this many decimals so that trial ids stay
+# stable (0.1 steps would otherwise give -5.699999999999999); a range may hold at most MAX_PHI_VALUES.
+PHI_DECIMALS = 10
+MAX_PHI_VALUES = 100_000
+
 
 @dataclass(frozen=True)
 class MBConvStage:
@@ -141,8 +152,9 @@ class ModelConfig:
 
     def with_input_size(self, input_size: int) -> "ModelConfig":
         """The same network at another (square) input size, e.g. for cheap proxy runs."""
-        if input_size <= 0 or input_size % 32:
-            raise ValueError(f"input_size {input_size} must be a positive multiple of 32 (the network stride)")
+        if input_size <= 0 or input_size % NETWORK_STRIDE:
+            raise ValueError(f"input_size {input_size} must be a positive multiple of {NETWORK_STRIDE} "
+                             "(the network stride)")
         return dataclasses.replace(self, input_size=int(input_size))
 
     def same_architecture(self, other: "ModelConfig") -> bool:
