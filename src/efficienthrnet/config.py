@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,21 @@ DECONV_KERNELS = (2, 3, 4)  # the kernels nn.head.deconv_padding can make exactl
 # stable (0.1 steps would otherwise give -5.699999999999999); a range may hold at most MAX_PHI_VALUES.
 PHI_DECIMALS = 10
 MAX_PHI_VALUES = 100_000
+
+
+def check_finite(obj: Any, owner: str) -> None:
+    """Refuse NaN or infinity in any number field of a (nested) dataclass, naming owner.field and the value.
+
+    Comparisons such as `weight_decay < 0` are False for NaN, so range checks alone let it through.
+    """
+    for f in dataclasses.fields(obj):
+        value, where = getattr(obj, f.name), f"{owner}.{f.name}"
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_finite(value, where)
+            continue
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(item, numbers.Real) and not isinstance(item, bool) and not math.isfinite(float(item)):
+                raise ValueError(f"{where}={value!r}: {item!r} is not a finite number; give a finite value")
 
 
 @dataclass(frozen=True)
