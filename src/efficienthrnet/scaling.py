@@ -433,12 +433,22 @@ _FIELD_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+# List fields checked item by item: an error names the first bad item, e.g. backbone.stages[3].
+_PER_ITEM = {"backbone.stages", "backbone.tap_stages", "backbone.multiplier_overrides", "hrnet.branch_base_widths",
+             "hrnet.base_modules", "hrnet.shrink_order"}
+
+
 def _check_value(section: str, name: str, value: Any, source: str) -> None:
     """Refuse a field value the code cannot use, naming the file, the field and the value."""
     key = f"{section}.{name}"
     ok, needs = _ROUNDING if name.endswith("rounding") else _FIELD_CHECKS.get(key, (lambda v: True, ""))
-    if not ok(value):
-        raise ValueError(f"rule file {source}: {key} = {value!r} is not valid; it must be {needs}")
+    if ok(value):
+        return
+    if key in _PER_ITEM and isinstance(value, list):
+        bad = next((i for i, item in enumerate(value) if not ok([item])), None)
+        if bad is not None:
+            key, value = f"{key}[{bad}]", value[bad]
+    raise ValueError(f"rule file {source}: {key} = {value!r} is not valid; it must be {needs}")
 
 
 def list_rules() -> list[str]:
