@@ -9,7 +9,6 @@ from pathlib import Path
 import jax
 import pytest
 
-
 TEST_DATA = Path(__file__).resolve().parent / "data"
 COCO_SAMPLE = TEST_DATA / "coco_sample"  # 4 real COCO images + annotations, kept in the repository
 

@@ -256,7 +256,8 @@ def test_golden_tests_skip_with_the_reason_when_the_shared_folder_is_absent(monk
 
 def test_no_test_reads_an_absolute_machine_path():
     for path in sorted((REPO / "tests").glob("*.py")):
-        assert "/".join(["", "work", ""]) not in path.read_text(), f"{path.name} names an absolute machine path"
+        needle = "/".join(["", "work", ""])  # noqa: FLY002 - spelled so that this file does not match itself
+        assert needle not in path.read_text(), f"{path.name} names an absolute machine path"
 
 
 def test_coco_sample_is_in_the_repository():
@@ -291,7 +292,7 @@ def test_wheel_installed_in_a_clean_venv_has_rules_and_specs(tmp_path):
     wheel_dir, env_dir, outside = tmp_path / "wheel", tmp_path / "venv", tmp_path / "elsewhere"
     outside.mkdir()
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-w", str(wheel_dir),
-                            "-q"], capture_output=True, text=True, timeout=300)
+                            "-q"], capture_output=True, text=True, timeout=300, check=False)
     if build.returncode != 0 and "satisfies the requirement setuptools" in build.stderr:
         pytest.skip(f"the build backend (setuptools) cannot be fetched here: {build.stderr.strip()[-300:]}")
     assert build.returncode == 0, build.stderr
@@ -301,7 +302,8 @@ def test_wheel_installed_in_a_clean_venv_has_rules_and_specs(tmp_path):
     purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              capture_output=True, text=True, check=True).stdout.strip()
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q",
-                              "--target", purelib, str(wheel)], capture_output=True, text=True, timeout=300)
+                              "--target", purelib, str(wheel)], capture_output=True, text=True, timeout=300,
+                             check=False)
     assert install.returncode == 0, install.stderr
     # Dependencies only: a path line in a .pth adds the folder, not the .pth files in it (so not the
     # editable install of the checkout), and it comes after the venv's own site-packages.
@@ -317,6 +319,7 @@ def test_wheel_installed_in_a_clean_venv_has_rules_and_specs(tmp_path):
         "assert generate_config(-4, rule='reference').hrnet.branch_widths == (14, 27, 54, 107)\n"
         "print(load_spec(experiment_path('quickstart.toml')).name)\n"
     )
-    run = subprocess.run([str(python), "-I", "-c", code], cwd=outside, capture_output=True, text=True, timeout=300)
+    run = subprocess.run([str(python), "-I", "-c", code], cwd=outside, capture_output=True, text=True, timeout=300,
+                         check=False)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "quickstart"

@@ -12,8 +12,8 @@ import dataclasses
 import math
 import numbers
 import tomllib
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,7 @@ def phi_range(start: float, stop: float, step: float) -> tuple[float, ...]:
     if step < 0 and stop > start:  # a positive step may count down: 0:-4:1 is 0, -1, ..., -4
         raise ValueError(f"phi range {start:g}:{stop:g}:{step:g}: step {step:g} moves away from stop {stop:g}; "
                          f"use {-step:g}")
-    count = int(math.floor(abs(stop - start) / abs(step) + 1e-9)) + 1
+    count = math.floor(abs(stop - start) / abs(step) + 1e-9) + 1
     if count > MAX_PHI_VALUES:
         raise ValueError(f"phi range {start:g}:{stop:g}:{step:g} has {count} values (at most "
                          f"{MAX_PHI_VALUES}); use a larger step")
@@ -384,8 +384,8 @@ _FIELD_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "backbone.stem_channels": _int_at_least(1),
     "backbone.stem_stride": _int_at_least(1),
     "backbone.stages": (lambda v: isinstance(v, list) and bool(v) and all(_stage_row_ok(r) for r in v),
-                        f"a non-empty list of rows [{', '.join(STAGE_ROW)}] of integers >= 1, "
-                        "stride 1 or 2, odd kernel"),
+                        (f"a non-empty list of rows [{', '.join(STAGE_ROW)}] of integers >= 1, "
+                         "stride 1 or 2, odd kernel")),
     "backbone.tap_stages": _ints_at_least(1),
     "backbone.width_coefficient": _POSITIVE,
     "backbone.depth_coefficient": _POSITIVE,
