@@ -1,6 +1,6 @@
 """The layer walk reproduces the reference measurements (§8 of the reference page) exactly.
 
-Figures come from /work/shared/reference/efficienthrnet_reference.md §8.1/§8.2 (measured on the
+Figures come from the shared folder's reference/efficienthrnet_reference.md §8.1/§8.2 (measured on the
 authors' PyTorch models) and from the golden state-dict shapes of those models.
 """
 
@@ -10,13 +10,12 @@ import json
 import math
 import time
 from collections import Counter
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import SHARED
+from conftest import shared_file
 
 from efficienthrnet.complexity import (
     AS_REPORTED,
@@ -32,7 +31,7 @@ from efficienthrnet.complexity import (
 from efficienthrnet.nn.ops import conv_transpose_torch
 from efficienthrnet.scaling import generate_config
 
-GOLDEN_KEYS = SHARED / Path("reference/golden/state_dict_keys.json")
+GOLDEN_KEYS = "reference/golden/state_dict_keys.json"  # in the shared folder; skipped without it
 PHIS = (0, -1, -2, -3, -4)
 NAMES = {0: "H0", -1: "H-1", -2: "H-2", -3: "H-3", -4: "H-4"}
 
@@ -98,7 +97,7 @@ def _torch_part(key: str) -> str:
 @pytest.mark.parametrize("phi", PHIS)
 def test_walk_matches_reference_state_dict_per_part(reference_profiles, phi):
     """Params, BN statistics and number of conv kernels per part equal the PyTorch state dict's."""
-    entries = json.loads(GOLDEN_KEYS.read_text())[NAMES[phi]]
+    entries = json.loads(shared_file(GOLDEN_KEYS).read_text())[NAMES[phi]]
     params, stats, kernels = Counter(), Counter(), Counter()
     for key, shape, _ in entries:
         part, size = _torch_part(key), math.prod(shape)

@@ -4,12 +4,11 @@ Flax tree (strict), errors list every bad entry, checkpoint unwrapping, backbone
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
-from conftest import SHARED
+from conftest import shared_file
 
 from efficienthrnet.convert import (
     backbone_variables_from_torch,
@@ -20,16 +19,12 @@ from efficienthrnet.convert import (
 from efficienthrnet.nn import init_shapes
 from efficienthrnet.scaling import generate_config
 
-GOLDEN = SHARED / Path("reference/golden")
 CONFIGS = {"H0": 0, "H-1": -1, "H-2": -2, "H-3": -3, "H-4": -4}
 
 
 @pytest.fixture(scope="module")
 def reference_keys() -> dict:
-    path = GOLDEN / "state_dict_keys.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the shared reference folder is required for these tests")
-    return json.loads(path.read_text())
+    return json.loads(shared_file("reference/golden/state_dict_keys.json").read_text())
 
 
 def _zeros(entries) -> dict[str, np.ndarray]:

@@ -2,16 +2,15 @@
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
-from conftest import SHARED
+from conftest import COCO_SAMPLE
 
 from efficienthrnet.data.coco import CocoFormatError, CocoKeypoints, resolve_dataset
 
-SAMPLE = SHARED / Path("data/coco_sample")
+SAMPLE = COCO_SAMPLE
 ANN = SAMPLE / "test_coco.json"
 
 

@@ -1,17 +1,16 @@
 """The training loader: deterministic, resumable, sharded; the eval iterator covers every image."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED
+from conftest import COCO_SAMPLE
 
 from efficienthrnet.data.coco import CocoKeypoints
 from efficienthrnet.data.pipeline import build_train_loader, iterate_eval
 from efficienthrnet.data.synthetic import make_synthetic_dataset
 
-SAMPLE = SHARED / Path("data/coco_sample")
+SAMPLE = COCO_SAMPLE
 S = 64
 
 

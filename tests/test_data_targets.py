@@ -1,10 +1,9 @@
 """Augmentation and targets: heatmap peaks land on the transformed joints, flips swap sides."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED
+from conftest import COCO_SAMPLE
 
 from efficienthrnet.data.augment import (
     AffineParams, AugmentConfig, affine_matrix, apply_affine, centered_params, draw_affine, normalize_image,
@@ -14,7 +13,7 @@ from efficienthrnet.data.pipeline import make_eval_example, make_training_exampl
 from efficienthrnet.data.targets import joint_indices, render_heatmaps
 from efficienthrnet.keypoints import COCO17
 
-SAMPLE = SHARED / Path("data/coco_sample")
+SAMPLE = COCO_SAMPLE
 S = 256
 
 

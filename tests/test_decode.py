@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED
+from conftest import COCO_SAMPLE
 
 from efficienthrnet.decode import DecodeConfig, decode
 from efficienthrnet.evaluate import coco_results, score_coco
 from efficienthrnet.keypoints import COCO17
 from efficienthrnet.predict import merge_flip
 
-SAMPLE = SHARED / Path("data/coco_sample/test_coco.json")
+SAMPLE = COCO_SAMPLE / "test_coco.json"
 
 
 def render_ground_truth(people: np.ndarray, map_hw: tuple[int, int], scale: float, sigma: float = 2.0):

@@ -1,20 +1,19 @@
-"""COCO scoring: the regression values of /work/shared/data/README.md and result formatting."""
+"""COCO scoring: the regression values of tests/data/README.md and result formatting."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED
+from conftest import COCO_SAMPLE
 
 from efficienthrnet.evaluate import METRIC_NAMES, coco_results, score_coco
 from efficienthrnet.keypoints import COCO17
 
-SAMPLE = SHARED / Path("data/coco_sample/test_coco.json")
+SAMPLE = COCO_SAMPLE / "test_coco.json"
 
 
 def gt_as_results(shift_x: float) -> list[dict]:

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import SHARED, xla_optimizations_off
+from conftest import COCO_SAMPLE, xla_optimizations_off
 
 from efficienthrnet import train as T
 from efficienthrnet.data.augment import AugmentConfig
@@ -136,7 +136,7 @@ def test_augment_ranges_reach_the_input_pipeline():
     from efficienthrnet.data.coco import CocoKeypoints
     from efficienthrnet.data.pipeline import make_eval_example
 
-    sample_dir = SHARED / "data" / "coco_sample"
+    sample_dir = COCO_SAMPLE
     dataset = CocoKeypoints(sample_dir / "test_coco.json", sample_dir)
     still = AugmentConfig(max_rotation=0.0, scale_range=(1.0, 1.0), max_translate=0.0, flip_prob=0.0)
     config = T.TrainConfig(batch_size=1, augment=still)

@@ -125,6 +125,9 @@ class ClassifyConfig:
     progress: bool = True
 
     def __post_init__(self):
+        from efficienthrnet.config import check_finite
+
+        check_finite(self, "ClassifyConfig")  # first: NaN passes every range comparison below
         for name in ("batch_size", "eval_batch_size", "checkpoint_every", "keep_checkpoints", "log_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

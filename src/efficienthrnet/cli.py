@@ -9,14 +9,25 @@ from collections.abc import Callable, Sequence
 
 
 def _phi_list(text: str) -> list[float]:
-    """'-4,-3.5' or '-4:0:0.5' (start:stop:step, inclusive) -> floats."""
-    if ":" in text:
-        start, stop, step = (float(v) for v in text.split(":"))
-        if step <= 0:
-            raise argparse.ArgumentTypeError(f"step in {text!r} must be positive")
-        count = int(round((stop - start) / step)) + 1
-        return [round(start + i * step, 10) for i in range(count)]
-    return [float(v) for v in text.split(",") if v]
+    """'-4,-3.5' or '-4:0:0.5' (start:stop:step, the one range rule of `scaling.phi_range`) -> floats."""
+    from .scaling import phi_range
+
+    parts = text.split(":") if ":" in text else [v for v in text.split(",") if v.strip()]
+    try:
+        values = [float(v) for v in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of numbers ('-4,-2.5') or a range "
+                                         "'start:stop:step' ('0:-4:1')") from None
+    if ":" not in text:
+        if not values:
+            raise argparse.ArgumentTypeError(f"{text!r} holds no value; give e.g. '-4,-2.5' or '0:-4:1'")
+        return values
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"range {text!r} needs exactly start:stop:step, e.g. '0:-4:1'")
+    try:
+        return list(phi_range(*values))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 # ----------------------------------------------------------------------------- config

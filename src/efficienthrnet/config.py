@@ -9,8 +9,36 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
+
+# Facts fixed by the code (not by a scaling rule): the deepest backbone tap, and so the factor every
+# input side must be divisible by, is at stride 32; the head predicts at 1/4 and, after its one
+# deconv, at 1/2. Rule files are checked against these (scaling.load_rule).
+NETWORK_STRIDE = 32
+HEAD_OUTPUT_STRIDES = (4, 2)
+DECONV_KERNELS = (2, 3, 4)  # the kernels nn.head.deconv_padding can make exactly double the size
+# Phi values from a start:stop:step range are rounded to this many decimals so that trial ids stay
+# stable (0.1 steps would otherwise give -5.699999999999999); a range may hold at most MAX_PHI_VALUES.
+PHI_DECIMALS = 10
+MAX_PHI_VALUES = 100_000
+
+
+def check_finite(obj: Any, owner: str) -> None:
+    """Refuse NaN or infinity in any number field of a (nested) dataclass, naming owner.field and the value.
+
+    Comparisons such as `weight_decay < 0` are False for NaN, so range checks alone let it through.
+    """
+    for f in dataclasses.fields(obj):
+        value, where = getattr(obj, f.name), f"{owner}.{f.name}"
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_finite(value, where)
+            continue
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(item, numbers.Real) and not isinstance(item, bool) and not math.isfinite(float(item)):
+                raise ValueError(f"{where}={value!r}: {item!r} is not a finite number; give a finite value")
 
 
 @dataclass(frozen=True)
@@ -141,8 +169,9 @@ class ModelConfig:
 
     def with_input_size(self, input_size: int) -> "ModelConfig":
         """The same network at another (square) input size, e.g. for cheap proxy runs."""
-        if input_size <= 0 or input_size % 32:
-            raise ValueError(f"input_size {input_size} must be a positive multiple of 32 (the network stride)")
+        if input_size <= 0 or input_size % NETWORK_STRIDE:
+            raise ValueError(f"input_size {input_size} must be a positive multiple of {NETWORK_STRIDE} "
+                             "(the network stride)")
         return dataclasses.replace(self, input_size=int(input_size))
 
     def same_architecture(self, other: "ModelConfig") -> bool:

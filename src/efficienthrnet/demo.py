@@ -21,18 +21,18 @@ from pathlib import Path
 
 from .sweep import DataSpec, SweepSpec, load_spec, run_sweep
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
+EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"  # package data (experiments/ links here)
 QUICKSTART = "quickstart.toml"
 PROFILE = "profile_phi.toml"
 DEFAULT_OUT = Path("demo_out")
 
 
 def experiment_path(name: str, experiments_dir: Path = EXPERIMENTS_DIR) -> Path:
-    """A shipped sweep spec; the demo runs from a source checkout (``pip install -e .``)."""
+    """A shipped sweep spec (package data, so installed wheels have them too)."""
     path = experiments_dir / name
     if not path.is_file():
-        raise FileNotFoundError(f"sweep spec {path} not found; run the demo from a source checkout of "
-                                f"efficienthrnet (make demo), or pass --experiments DIR")
+        raise FileNotFoundError(f"sweep spec {path} not found; reinstall efficienthrnet (the specs ship "
+                                f"with the package) or pass --experiments DIR")
     return path
 
 
@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default ./demo_out)")
     parser.add_argument("--executor", default="local", choices=("local", "ray"))
     parser.add_argument("--experiments", default=str(EXPERIMENTS_DIR),
-                        help=f"folder holding {QUICKSTART} and {PROFILE} (default: the checkout's experiments/)")
+                        help=f"folder holding {QUICKSTART} and {PROFILE} (default: the package's specs)")
     args = parser.parse_args(argv)
     summary = run_demo(args.out, args.executor, experiments_dir=Path(args.experiments))
     table = summary["table"]

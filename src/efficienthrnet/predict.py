@@ -35,12 +35,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from efficienthrnet.config import NETWORK_STRIDE
 from efficienthrnet.data.augment import normalize_image
 from efficienthrnet.decode import DecodeConfig, DecodeResult, decode
 from efficienthrnet.keypoints import KeypointSchema, get_schema
 
 # Network input sides must be multiples of this (the deepest backbone stride).
-SIZE_STEP = 32
+SIZE_STEP = NETWORK_STRIDE
 
 
 def ceil_to(value: float, step: int = SIZE_STEP) -> int:

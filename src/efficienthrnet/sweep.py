@@ -170,17 +170,17 @@ _SECTIONS = {"data": DataSpec, "evaluate": EvaluateSpec, "latency": LatencySpec,
 
 
 def _phi_values(value: Any, where: str) -> tuple[float, ...]:
-    """A list of phis, or a {start, stop, step} table (stop included)."""
+    """A list of phis, or a {start, stop, step} table (`scaling.phi_range`: stop included when hit)."""
+    from .scaling import phi_range
+
     if isinstance(value, Mapping):
         keys = {"start", "stop", "step"}
         if set(value) != keys:
             raise ValueError(f"{where}: phi range needs exactly the keys {sorted(keys)}, got {sorted(value)}")
-        start, stop, step = (float(value[k]) for k in ("start", "stop", "step"))
-        if step <= 0 or stop < start:
-            raise ValueError(f"{where}: phi range {dict(value)} needs step > 0 and stop >= start")
-        count = int(math.floor((stop - start) / step + 1e-9)) + 1
-        # Rounding keeps ids stable: 0.1 steps would otherwise give -5.699999999999999.
-        return tuple(round(start + i * step, 10) + 0.0 for i in range(count))
+        try:  # the CLI's start:stop:step follows the same rule
+            return phi_range(value["start"], value["stop"], value["step"])
+        except ValueError as err:
+            raise ValueError(f"{where}: phi = {dict(value)}: {err}") from None
     if isinstance(value, (list, tuple)) and value:
         if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
             raise ValueError(f"{where}: phi list {value!r} must hold numbers only")

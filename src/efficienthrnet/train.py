@@ -45,7 +45,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from efficienthrnet.data.augment import AugmentConfig
-from efficienthrnet.config import ModelConfig
+from efficienthrnet.config import NETWORK_STRIDE, ModelConfig, check_finite
 from efficienthrnet.losses import PUSH_LOSSES, LossWeights, compute_losses
 
 #: Batch entries the step needs on the device (the rest, e.g. "image_id", stay on the host).
@@ -88,7 +88,7 @@ class TrainConfig:
       keep_checkpoints: how many of the most recent checkpoints to keep.
       log_every: write a metrics line every this many steps (and at the end).
       seed: seeds parameter init, dropout and the input pipeline.
-      input_size: square training input size replacing the model config's (multiple of 32),
+      input_size: square training input size replacing the model config's (multiple of NETWORK_STRIDE),
         for cheap proxy runs of the fully convolutional network; None keeps the config's.
       data: default dataset spec ("synthetic:DIR" or "coco:DIR") when `train` gets none.
       num_workers: input pipeline worker processes (0 = in the main process).
@@ -125,6 +125,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self):
+        check_finite(self, "TrainConfig")  # first: NaN passes every range comparison below
         positive = ("steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every", "max_people")
         for name in positive:
             value = getattr(self, name)
@@ -156,10 +157,9 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.compute_dtype={self.compute_dtype!r}; choose one of {list(COMPUTE_DTYPES)}"
             )
-        if self.input_size is not None and (self.input_size < 32 or self.input_size % 32):
-            raise ValueError(
-                f"TrainConfig.input_size={self.input_size!r} must be a multiple of 32 (the network stride), or None"
-            )
+        if self.input_size is not None and (self.input_size < NETWORK_STRIDE or self.input_size % NETWORK_STRIDE):
+            raise ValueError(f"TrainConfig.input_size={self.input_size!r} must be a multiple of {NETWORK_STRIDE} "
+                             "(the network stride), or None")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

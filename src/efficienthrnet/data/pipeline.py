@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import grain
 import numpy as np
 
+from efficienthrnet.config import NETWORK_STRIDE
 from efficienthrnet.data.augment import (
     AffineParams,
     AugmentConfig,
@@ -44,8 +45,9 @@ _STREAM_LENGTH = 2**62
 
 def output_sizes(input_size: int) -> tuple[int, int]:
     """The two target resolutions (1/4 and 1/2 of the square input)."""
-    if input_size % 32:
-        raise ValueError(f"input_size {input_size} must be divisible by 32 (e.g. {input_size // 32 * 32 or 32})")
+    if input_size % NETWORK_STRIDE:
+        raise ValueError(f"input_size {input_size} must be divisible by {NETWORK_STRIDE} "
+                         f"(e.g. {input_size // NETWORK_STRIDE * NETWORK_STRIDE or NETWORK_STRIDE})")
     return input_size // 4, input_size // 2
 
 

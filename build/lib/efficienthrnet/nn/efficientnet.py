@@ -1,0 +1,216 @@
+"""The compact EfficientNet backbone (B(phi)) and its classifier variant, built from a BackboneConfig.
+
+Layer by layer as the reference builds it: a 3x3 stride-2 stem conv + BN + swish, then MBConv
+blocks (optional 1x1 expand, k x k depthwise, squeeze-excite, 1x1 project, residual when the
+shape is kept). Every width, repeat, kernel, stride, BN constant and drop-connect rate comes from
+the config; the feature taps are the outputs of `config.tap_stages`, found from stage boundaries.
+
+Parameter names (converter and complexity counter rely on them): `stem_conv`, `stem_bn`,
+`block_<i>` (i counts blocks over all stages, from 0) with `expand_conv`, `expand_bn` (absent when
+expand ratio is 1), `dw_conv`, `dw_bn`, `se` (`reduce`, `expand`), `project_conv`, `project_bn`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from efficienthrnet.config import BackboneConfig, ModelConfig
+from efficienthrnet.nn.ops import DepthwiseConv, conv_kernel_init, drop_connect, tf_same_padding
+
+STEM_KERNEL = 3  # the stem is a 3x3 conv in every EfficientNet; its stride comes from the config
+
+
+def _same(kernel: int, stride: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    pad = tf_same_padding(kernel, stride)
+    return pad, pad
+
+
+class SqueezeExcite(nn.Module):
+    """Global average pool, 1x1 conv (bias) down, swish, 1x1 conv (bias) up, sigmoid gate."""
+
+    reduced: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        s = jnp.mean(x, axis=(1, 2), keepdims=True)
+        s = nn.Conv(self.reduced, (1, 1), dtype=self.dtype, kernel_init=conv_kernel_init, name="reduce")(s)
+        s = nn.swish(s)
+        s = nn.Conv(x.shape[-1], (1, 1), dtype=self.dtype, kernel_init=conv_kernel_init, name="expand")(s)
+        return x * nn.sigmoid(s)
+
+
+class MBConv(nn.Module):
+    """Mobile inverted bottleneck with squeeze-excite (SE width from the block's input channels)."""
+
+    out_channels: int
+    expand_ratio: int
+    kernel: int
+    stride: int
+    se_ratio: float
+    drop_connect_rate: float
+    bn_eps: float
+    bn_decay: float
+    dtype: Any = jnp.float32
+    depthwise_impl: str = "auto"
+
+    def _bn(self, name: str, train: bool) -> nn.BatchNorm:
+        return nn.BatchNorm(
+            use_running_average=not train,
+            momentum=self.bn_decay,
+            epsilon=self.bn_eps,
+            dtype=self.dtype,
+            name=name,
+        )
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        in_channels = x.shape[-1]
+        h = x
+        if self.expand_ratio != 1:
+            h = nn.Conv(
+                in_channels * self.expand_ratio,
+                (1, 1),
+                use_bias=False,
+                dtype=self.dtype,
+                kernel_init=conv_kernel_init,
+                name="expand_conv",
+            )(h)
+            h = nn.swish(self._bn("expand_bn", train)(h))
+        h = DepthwiseConv(
+            self.kernel,
+            self.stride,
+            _same(self.kernel, self.stride),
+            impl=self.depthwise_impl,
+            dtype=self.dtype,
+            name="dw_conv",
+        )(h)
+        h = nn.swish(self._bn("dw_bn", train)(h))
+        if self.se_ratio > 0:
+            reduced = max(1, int(in_channels * self.se_ratio))
+            h = SqueezeExcite(reduced, dtype=self.dtype, name="se")(h)
+        h = nn.Conv(
+            self.out_channels,
+            (1, 1),
+            use_bias=False,
+            dtype=self.dtype,
+            kernel_init=conv_kernel_init,
+            name="project_conv",
+        )(h)
+        h = self._bn("project_bn", train)(h)
+        if self.stride == 1 and in_channels == self.out_channels:
+            if train and self.drop_connect_rate > 0:
+                h = drop_connect(h, self.drop_connect_rate, self.make_rng("dropout"))
+            h = h + x
+        return h
+
+
+class EfficientNet(nn.Module):
+    """Stem + MBConv stages. Returns the tapped stage outputs (or the last stage's output).
+
+    `output="taps"` returns a tuple with the outputs of `config.tap_stages` (strides
+    `config.tap_strides`); `output="last"` returns the final stage output (for the classifier).
+    """
+
+    config: BackboneConfig
+    dtype: Any = jnp.float32
+    depthwise_impl: str = "auto"
+    output: str = "taps"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False):
+        cfg = self.config
+        if self.output not in ("taps", "last"):
+            raise ValueError(f"EfficientNet output {self.output!r} must be 'taps' or 'last'")
+        x = nn.Conv(
+            cfg.stem_channels,
+            (STEM_KERNEL, STEM_KERNEL),
+            strides=cfg.stem_stride,
+            padding=_same(STEM_KERNEL, cfg.stem_stride),
+            use_bias=False,
+            dtype=self.dtype,
+            kernel_init=conv_kernel_init,
+            name="stem_conv",
+        )(x.astype(self.dtype))
+        x = nn.BatchNorm(
+            use_running_average=not train,
+            momentum=cfg.bn_decay,
+            epsilon=cfg.bn_eps,
+            dtype=self.dtype,
+            name="stem_bn",
+        )(x)
+        x = nn.swish(x)
+        stage_outputs = []
+        block_index = 0
+        for stage in cfg.stages:
+            for repeat in range(stage.repeats):
+                x = MBConv(
+                    out_channels=stage.channels,
+                    expand_ratio=stage.expand_ratio,
+                    kernel=stage.kernel,
+                    stride=stage.stride if repeat == 0 else 1,
+                    se_ratio=cfg.se_ratio,
+                    drop_connect_rate=cfg.drop_connect_rate,
+                    bn_eps=cfg.bn_eps,
+                    bn_decay=cfg.bn_decay,
+                    dtype=self.dtype,
+                    depthwise_impl=self.depthwise_impl,
+                    name=f"block_{block_index}",
+                )(x, train)
+                block_index += 1
+            stage_outputs.append(x)
+        if self.output == "last":
+            return x
+        return tuple(stage_outputs[i - 1] for i in cfg.tap_stages)
+
+
+def _backbone_config(config: ModelConfig | BackboneConfig) -> BackboneConfig:
+    if isinstance(config, ModelConfig):
+        return config.backbone
+    if isinstance(config, BackboneConfig):
+        return config
+    raise TypeError(f"expected a ModelConfig or BackboneConfig, got {type(config).__name__}")
+
+
+class EfficientNetClassifier(nn.Module):
+    """The backbone alone as an image classifier (the paper's Table 2 models B(phi)).
+
+    Head: 1x1 conv to `classifier_head_channels` + BN + swish, global average pooling, dropout
+    `classifier_dropout` (train mode, rng stream "dropout"), dense to `num_classes` logits.
+    `config` may be a ModelConfig (its backbone is used) or a BackboneConfig.
+    """
+
+    config: ModelConfig | BackboneConfig
+    num_classes: int
+    dtype: Any = jnp.float32
+    depthwise_impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        cfg = _backbone_config(self.config)
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {self.num_classes}")
+        x = EfficientNet(cfg, self.dtype, self.depthwise_impl, output="last", name="backbone")(x, train)
+        x = nn.Conv(
+            cfg.classifier_head_channels,
+            (1, 1),
+            use_bias=False,
+            dtype=self.dtype,
+            kernel_init=conv_kernel_init,
+            name="head_conv",
+        )(x)
+        x = nn.BatchNorm(
+            use_running_average=not train,
+            momentum=cfg.bn_decay,
+            epsilon=cfg.bn_eps,
+            dtype=self.dtype,
+            name="head_bn",
+        )(x)
+        x = nn.swish(x)
+        x = jnp.mean(x, axis=(1, 2))
+        x = nn.Dropout(cfg.classifier_dropout, deterministic=not train)(x)
+        return nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(x).astype(jnp.float32)

@@ -1,0 +1,222 @@
+"""Pareto fronts of a sweep's results table and the plots of accuracy against cost.
+
+`pareto_front(df, metric, cost)` keeps the rows that no other row beats: none is at most as
+costly and at least as accurate while strictly better in one of the two. `plot_sweep(run_dir)`
+draws, for a sweep with accuracy figures, AP against MACs (log scale), params and latency, one
+series per scaling rule with every point labelled by its phi and the front drawn across all
+rules (plus the paper's as-reported H0..H-4 where the sweep ran on COCO); for a
+complexity-only sweep it draws each cost against phi, one line per rule. Every figure is saved
+as PNG and SVG under OUT/plots/.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+PLOTS_DIR = "plots"
+FORMATS = ("png", "svg")
+#: Cost columns of the results table that get a plot, with their axis labels and log scale.
+COSTS = {
+    "macs": ("MACs (multiply-accumulates, batch 1)", True),
+    "params": ("trainable parameters", False),
+    "latency_ms": ("latency, median forward pass (ms)", False),
+}
+METRIC_LABELS = {"AP": "AP (COCO OKS, pycocotools)", "top1": "top-1 accuracy"}
+
+
+def pareto_mask(df: pd.DataFrame, metric: str = "AP", cost: str = "macs") -> pd.Series:
+    """Boolean Series: True where a row is on the front (max ``metric``, min ``cost``).
+
+    Rows with a missing metric or cost are never on the front. Exact ties (same cost and same
+    metric) are all kept; of rows with the same cost only the most accurate ones are.
+    """
+    for column in (metric, cost):
+        if column not in df.columns:
+            raise ValueError(f"column {column!r} is not in the table; it has {list(df.columns)}")
+    values = df[[cost, metric]].apply(pd.to_numeric, errors="coerce")
+    valid = values.dropna()
+    mask = pd.Series(False, index=df.index)
+    best = -math.inf  # best metric among strictly cheaper rows
+    for _, group in valid.groupby(cost, sort=True):
+        top = group[metric].max()
+        if top > best:
+            mask.loc[group.index[group[metric] == top]] = True
+            best = top
+    return mask
+
+
+def pareto_front(df: pd.DataFrame, metric: str = "AP", cost: str = "macs") -> pd.DataFrame:
+    """The rows of ``df`` on the Pareto front, cheapest first (see `pareto_mask`)."""
+    front = df[pareto_mask(df, metric, cost)]
+    return front.sort_values([cost, metric], ascending=[True, False], kind="stable")
+
+
+# ----------------------------------------------------------------------------------- tables
+
+
+def finished_points(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Finished trials averaged over seeds: one row per (rule, phi) with the mean of ``columns``."""
+    if df.empty:
+        return df
+    done = df[df["status"] == "done"] if "status" in df.columns else df
+    rule = "rule_name" if "rule_name" in done.columns else "rule"
+    present = [c for c in columns if c in done.columns]
+    numeric = done[[rule, "phi", *present]].copy()
+    numeric[present] = numeric[present].apply(pd.to_numeric, errors="coerce")
+    points = numeric.groupby([rule, "phi"], as_index=False)[present].mean()
+    return points.rename(columns={rule: "rule"})
+
+
+def reported_points() -> pd.DataFrame:
+    """The paper's H0..H-4 as reported (Tables 3/4): params, "FLOPs" (really MACs), val AP, FPS."""
+    from .complexity import AS_REPORTED
+
+    rows = [{"model": r.model, "phi": float(r.phi), "params": r.params, "macs": r.flops, "AP": r.val_ap / 100,
+             "latency_ms": 1e3 / r.fps_jetson_nx} for r in AS_REPORTED.values()]
+    return pd.DataFrame(rows).sort_values("phi")
+
+
+# ----------------------------------------------------------------------------------- plots
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers and in tests
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out_base: Path) -> list[Path]:
+    out_base.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in FORMATS:
+        path = out_base.with_suffix(f".{fmt}")
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        paths.append(path)
+    return paths
+
+
+def _finish(plt, fig, ax, title: str, out_base: Path) -> list[Path]:
+    """Title, grid and legend, then PNG + SVG; the figure is closed whatever happens."""
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    try:
+        return _save(fig, out_base)
+    finally:
+        plt.close(fig)
+
+
+def plot_tradeoff(points: pd.DataFrame, cost: str, out_base: Path, metric: str = "AP",
+                  reported: pd.DataFrame | None = None, title: str = "") -> list[Path]:
+    """``metric`` against ``cost``: one series per rule, phi labels, the front across all rules."""
+    plt = _pyplot()
+    label, log = COSTS.get(cost, (cost, False))
+    usable = points.dropna(subset=[cost, metric])
+    if usable.empty:
+        raise ValueError(f"no finished trial has both {metric!r} and {cost!r}; nothing to plot")
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    for rule, group in usable.groupby("rule", sort=True):
+        group = group.sort_values(cost)
+        ax.plot(group[cost], group[metric], marker="o", linestyle=":", label=f"rule {rule}")
+        for _, row in group.iterrows():
+            ax.annotate(f"{row['phi']:g}", (row[cost], row[metric]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=8)
+    front = pareto_front(usable, metric, cost)
+    ax.plot(front[cost], front[metric], drawstyle="steps-post", color="black", linewidth=1.2, alpha=0.7,
+            label="Pareto front")
+    if reported is not None and cost in reported.columns:
+        ax.plot(reported[cost], reported[metric], marker="s", linestyle="--", color="grey",
+                label="paper, as reported" + (" (FPS: Jetson NX)" if cost == "latency_ms" else ""))
+        for _, row in reported.iterrows():
+            ax.annotate(row["model"], (row[cost], row[metric]), textcoords="offset points", xytext=(4, -10),
+                        fontsize=8, color="grey")
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(label)
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    return _finish(plt, fig, ax, title or f"{metric} against {cost} (labels: phi)", out_base)
+
+
+def plot_cost_vs_phi(points: pd.DataFrame, cost: str, out_base: Path, title: str = "") -> list[Path]:
+    """One cost against phi, one line per rule (complexity-only sweeps)."""
+    plt = _pyplot()
+    label, log = COSTS.get(cost, (cost, False))
+    usable = points.dropna(subset=[cost])
+    if usable.empty:
+        raise ValueError(f"no finished trial has {cost!r}; nothing to plot")
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    for rule, group in usable.groupby("rule", sort=True):
+        group = group.sort_values("phi")
+        ax.plot(group["phi"], group[cost], marker=".", label=f"rule {rule}")
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("phi (compound coefficient)")
+    ax.set_ylabel(label)
+    return _finish(plt, fig, ax, title or f"{cost} against phi", out_base)
+
+
+def plot_results(df: pd.DataFrame, out_dir: str | os.PathLike, metric: str = "AP",
+                 with_reported: bool = False, name: str = "") -> list[Path]:
+    """All plots of a results table into ``out_dir``: trade-offs if ``metric`` has values, else cost vs phi."""
+    out = Path(out_dir)
+    points = finished_points(df, [metric, *COSTS])
+    if points.empty:
+        raise ValueError("the results table has no finished trial; nothing to plot")
+    costs = [c for c in COSTS if c in points.columns and points[c].notna().any()]
+    paths: list[Path] = []
+    prefix = f"{name}: " if name else ""
+    if metric in points.columns and points[metric].notna().any():
+        reported = reported_points() if with_reported else None
+        for cost in costs:
+            paths += plot_tradeoff(points, cost, out / f"{metric}_vs_{cost}", metric, reported,
+                                   title=f"{prefix}{metric} against {cost} (labels: phi)")
+    else:
+        for cost in costs:
+            paths += plot_cost_vs_phi(points, cost, out / f"{cost}_vs_phi", title=f"{prefix}{cost} against phi")
+    return paths
+
+
+#: Task name -> plot function(run_dir) -> paths, for tasks whose figures differ (e.g. "classify").
+PLOTTERS: dict[str, Callable[[Path], list[Path]]] = {}
+
+
+def register_plotter(task: str, fn: Callable[[Path], list[Path]]) -> None:
+    """Make `plot_sweep` call ``fn(run_dir)`` for sweeps of ``task`` instead of the pose/profile plots."""
+    PLOTTERS[task] = fn
+
+
+def plot_sweep(run_dir: str | os.PathLike, metric: str = "AP") -> list[Path]:
+    """Plots of a sweep folder (its trials/ records) into RUN_DIR/plots/; returns the PNG and SVG paths.
+
+    The paper's as-reported points are added when the sweep's spec ran on COCO data. A task with
+    a registered plotter (`register_plotter`) is drawn by it.
+    """
+    from .sweep import get_task, load_results, load_sweep_spec
+
+    run_dir = Path(run_dir)
+    spec = load_sweep_spec(run_dir)
+    if spec is not None:
+        get_task(spec.task)  # imports a plug-in task's module, which may register its plotter
+        if spec.task in PLOTTERS:
+            return PLOTTERS[spec.task](run_dir)
+    df = load_results(run_dir)
+    on_coco = spec is not None and spec.data is not None and spec.data.kind == "coco"
+    return plot_results(df, run_dir / PLOTS_DIR, metric, with_reported=on_coco, name=spec.name if spec else "")
+
+
+def front_table(df: pd.DataFrame, metric: str = "AP", cost: str = "macs") -> pd.DataFrame:
+    """The front over finished trials (seed means), with its columns only: rule, phi, metric, cost."""
+    points = finished_points(df, [metric, cost])
+    return pareto_front(points, metric, cost)[["rule", "phi", metric, cost]].reset_index(drop=True)
+
+
+__all__ = ["PLOTTERS", "register_plotter", "pareto_mask", "pareto_front", "front_table", "finished_points", "reported_points", "plot_tradeoff",
+           "plot_cost_vs_phi", "plot_results", "plot_sweep"]
