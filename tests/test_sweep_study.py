@@ -72,3 +72,28 @@ def test_bad_study_specs_are_refused_with_the_field(tmp_path, changes, message):
 
 def test_old_trial_ids_are_unchanged():
     assert Trial("pose", "reference", -2.5, 0).trial_id == "pose-reference-phi-2.5-seed0"
+
+
+def _rule_gap_task(trial, spec, trial_dir):
+    """A stand-in trained trial: rule `efficienthrnet` beats `width_only` by 0.1 AP, plus seed noise."""
+    gap = 0.1 if trial.rule == "efficienthrnet" else 0.0
+    return {"AP": 0.4 + gap + 0.01 * trial.seed + (trial.steps or 0) * 1e-4, "macs": trial.budget_macs * 0.9}
+
+
+def test_compare_command_writes_the_comparison_and_rank_agreement(tmp_path, capsys):
+    from efficienthrnet.cli import main
+    from efficienthrnet.sweep import register_task
+
+    register_task("test_rule_gap", _rule_gap_task, replace=True)
+    spec = _spec(tmp_path, task="test_rule_gap", seeds=(0, 1, 2), train={"steps": [10, 20]})
+    run_sweep(spec, progress=False)
+    assert main(["compare", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "p_a_better" in out and "tau" in out
+    comparison = pd.read_csv(tmp_path / "out/comparison.csv")
+    assert len(comparison) == 4  # 2 budgets x 2 training budgets, one pair each
+    assert (comparison["rule_a"] == "efficienthrnet").all()
+    assert comparison["diff"].to_numpy() == pytest.approx([0.1] * 4)
+    assert (comparison["p_a_better"] > 0.99).all()
+    agreement = pd.read_csv(tmp_path / "out/rank_agreement.csv")
+    assert agreement.loc[0, "tau"] == pytest.approx(1.0)  # the shorter budget ranks designs the same way

@@ -253,11 +253,36 @@ def plot_sweep(run_dir: str | os.PathLike, metric: str = "AP") -> list[Path]:
     return plot_results(df, run_dir / PLOTS_DIR, metric, with_reported=on_coco, name=spec.name if spec else "")
 
 
+COMPARISON_CSV = "comparison.csv"
+RANK_AGREEMENT_CSV = "rank_agreement.csv"
+
+
+def compare_sweep(run_dir: str | os.PathLike, metric: str = "AP", cost: str = "macs"):
+    """`compare_rules` (and `rank_agreement` when the sweep has several training budgets) of a sweep folder.
+
+    Writes RUN_DIR/comparison.csv (and RUN_DIR/rank_agreement.csv); returns (comparison, agreement or None).
+    """
+    from .sweep import load_results
+
+    run_dir = Path(run_dir)
+    df = load_results(run_dir)
+    comparison = compare_rules(df, metric, cost)
+    if comparison.empty:
+        raise ValueError(f"{run_dir}: no two rules share a budget (or phi) with finished trials that have "
+                         f"{metric!r}; a comparison needs a sweep over at least two rules")
+    comparison.to_csv(run_dir / COMPARISON_CSV, index=False)
+    agreement = None
+    if "steps" in df.columns and df["steps"].nunique() > 1:
+        agreement = rank_agreement(df, metric, by="steps")
+        agreement.to_csv(run_dir / RANK_AGREEMENT_CSV, index=False)
+    return comparison, agreement
+
+
 def front_table(df: pd.DataFrame, metric: str = "AP", cost: str = "macs") -> pd.DataFrame:
     """The front over finished trials (seed means), with its columns only: rule, phi, metric, cost."""
     points = finished_points(df, [metric, cost])
     return pareto_front(points, metric, cost)[["rule", "phi", metric, cost]].reset_index(drop=True)
 
 
-__all__ = ["compare_rules", "rank_agreement", "summarize_results", "plot_edf", "PLOTTERS", "register_plotter", "pareto_mask", "pareto_front", "front_table", "finished_points", "reported_points", "plot_tradeoff",
+__all__ = ["compare_sweep", "compare_rules", "rank_agreement", "summarize_results", "plot_edf", "PLOTTERS", "register_plotter", "pareto_mask", "pareto_front", "front_table", "finished_points", "reported_points", "plot_tradeoff",
            "plot_cost_vs_phi", "plot_results", "plot_sweep"]
