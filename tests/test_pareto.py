@@ -59,7 +59,9 @@ def test_seed_means_and_front_table():
     df = _pose_table()
     points = finished_points(df, ["AP", "macs"])
     assert len(points) == 6  # failed trial dropped, two seeds averaged
-    assert points.set_index(["rule", "phi"]).loc[("reference", -2.0), "AP"] == pytest.approx(0.72)
+    point = points.set_index(["rule", "phi"]).loc[("reference", -2.0)]
+    assert point["AP"] == pytest.approx(0.72) and point["n_seeds"] == 2
+    assert point["AP_ci_low"] <= 0.72 <= point["AP_ci_high"]  # the seeds' spread, drawn as error bars
     front = front_table(df, "AP", "macs")
     assert list(zip(front["rule"], front["phi"])) == [("reference", -4.0), ("reference", -3.0), ("reference", -2.0)]
 
@@ -67,7 +69,8 @@ def test_seed_means_and_front_table():
 def test_tradeoff_plots_are_written(tmp_path):
     paths = plot_results(_pose_table(), tmp_path, with_reported=True)
     names = sorted(p.name for p in paths)
-    assert names == sorted(f"AP_vs_{c}.{s}" for c in ("macs", "params", "latency_ms") for s in ("png", "svg"))
+    assert names == sorted([f"AP_vs_{c}.{s}" for c in ("macs", "params", "latency_ms") for s in ("png", "svg")]
+                           + ["edf_AP.png", "edf_AP.svg"])
     assert all(p.stat().st_size > 1000 for p in paths)
     svg = (tmp_path / "AP_vs_macs.svg").read_text()
     assert "H-4" in svg and "Pareto front" in svg and "paper, as reported" in svg
@@ -86,7 +89,8 @@ def test_plot_sweep_on_a_run_folder(tmp_path):
                      latency=LatencySpec(enabled=False))
     run_sweep(coco, progress=False)
     paths = plot_sweep(tmp_path / "coco")
-    assert sorted(p.name for p in paths) == ["AP_vs_macs.png", "AP_vs_macs.svg", "AP_vs_params.png", "AP_vs_params.svg"]
+    assert sorted(p.name for p in paths) == ["AP_vs_macs.png", "AP_vs_macs.svg", "AP_vs_params.png", "AP_vs_params.svg",
+                                             "edf_AP.png", "edf_AP.svg"]
     assert "paper, as reported" in (tmp_path / "coco/plots/AP_vs_macs.svg").read_text()  # COCO: paper points
 
     synthetic = coco.replace(output=str(tmp_path / "syn"), data=DataSpec(kind="synthetic", dir=str(tmp_path / "d")))

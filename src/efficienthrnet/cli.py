@@ -290,6 +290,26 @@ def _run_plot(args) -> int:
     return 0
 
 
+def _add_compare(sub) -> Callable:
+    p = sub.add_parser("compare", help="compare the rules of a sweep folder: AP difference, 95% CI, P(A>B)")
+    p.add_argument("run_dir")
+    p.add_argument("--metric", default="AP")
+    p.add_argument("--cost", default="macs", help="cost column reported beside each side (default macs)")
+    return _run_compare
+
+
+def _run_compare(args) -> int:
+    from .pareto import COMPARISON_CSV, RANK_AGREEMENT_CSV, compare_sweep
+
+    comparison, agreement = compare_sweep(args.run_dir, metric=args.metric, cost=args.cost)
+    print(comparison.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"wrote {args.run_dir}/{COMPARISON_CSV}")
+    if agreement is not None:
+        print(agreement.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        print(f"wrote {args.run_dir}/{RANK_AGREEMENT_CSV}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- convert
 
 
@@ -365,7 +385,7 @@ def _run_table2(args) -> int:
 
 COMMANDS: list[Callable] = [
     _add_config, _add_profile, _add_make_synthetic, _add_train, _add_evaluate, _add_predict,
-    _add_sweep, _add_plot, _add_convert, _add_classify, _add_table2,
+    _add_sweep, _add_plot, _add_compare, _add_convert, _add_classify, _add_table2,
 ]
 
 

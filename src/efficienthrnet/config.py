@@ -24,6 +24,10 @@ DECONV_KERNELS = (2, 3, 4)  # the kernels nn.head.deconv_padding can make exactl
 # stable (0.1 steps would otherwise give -5.699999999999999); a range may hold at most MAX_PHI_VALUES.
 PHI_DECIMALS = 10
 MAX_PHI_VALUES = 100_000
+# Proxy training (resolution_scale) never goes below this input size: at 64 px the 1/32 branch is 2 x 2.
+MIN_PROXY_INPUT = 64
+# phi_for_budget searches this grid, so a budget resolves to a phi a sweep id names exactly.
+BUDGET_PHI_STEP = 0.01
 
 
 def check_finite(obj: Any, owner: str) -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .analysis import compare_rules, error_edf, finished, rank_agreement, summarize_results
+
 PLOTS_DIR = "plots"
 FORMATS = ("png", "svg")
 #: Cost columns of the results table that get a plot, with their axis labels and log scale.
@@ -60,16 +62,26 @@ def pareto_front(df: pd.DataFrame, metric: str = "AP", cost: str = "macs") -> pd
 
 
 def finished_points(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """Finished trials averaged over seeds: one row per (rule, phi) with the mean of ``columns``."""
+    """Finished trials averaged over seeds: one row per (rule, phi) with the mean of ``columns``.
+
+    Each column m also gets `m_ci_low` / `m_ci_high` (95 % bootstrap over seeds; NaN with one
+    seed) and the row its `n_seeds`. With several training budgets (`steps`) only the longest
+    is kept: the plots and fronts show the full-budget result, `rank_agreement` the proxies.
+    """
     if df.empty:
         return df
-    done = df[df["status"] == "done"] if "status" in df.columns else df
-    rule = "rule_name" if "rule_name" in done.columns else "rule"
+    done = finished(df)
+    if "steps" in done.columns and done["steps"].notna().any():
+        done = done[done["steps"] == done["steps"].max()]
     present = [c for c in columns if c in done.columns]
-    numeric = done[[rule, "phi", *present]].copy()
+    numeric = done[["rule", "phi", *(["seed"] if "seed" in done.columns else []), *present]].copy()
     numeric[present] = numeric[present].apply(pd.to_numeric, errors="coerce")
-    points = numeric.groupby([rule, "phi"], as_index=False)[present].mean()
-    return points.rename(columns={rule: "rule"})
+    summary = summarize_results(numeric, metrics=present)
+    points = summary[["rule", "phi", "n_seeds"]].copy()
+    for c in present:
+        points[c] = summary[f"{c}_mean"]
+        points[f"{c}_ci_low"], points[f"{c}_ci_high"] = summary[f"{c}_ci_low"], summary[f"{c}_ci_high"]
+    return points
 
 
 def reported_points() -> pd.DataFrame:
@@ -125,7 +137,10 @@ def plot_tradeoff(points: pd.DataFrame, cost: str, out_base: Path, metric: str =
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     for rule, group in usable.groupby("rule", sort=True):
         group = group.sort_values(cost)
-        ax.plot(group[cost], group[metric], marker="o", linestyle=":", label=f"rule {rule}")
+        line, = ax.plot(group[cost], group[metric], marker="o", linestyle=":", label=f"rule {rule}")
+        yerr = _ci_error_bars(group, metric)
+        if yerr is not None:
+            ax.errorbar(group[cost], group[metric], yerr=yerr, fmt="none", ecolor=line.get_color(), capsize=3)
         for _, row in group.iterrows():
             ax.annotate(f"{row['phi']:g}", (row[cost], row[metric]), textcoords="offset points", xytext=(4, 4),
                         fontsize=8)
@@ -143,6 +158,31 @@ def plot_tradeoff(points: pd.DataFrame, cost: str, out_base: Path, metric: str =
     ax.set_xlabel(label)
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     return _finish(plt, fig, ax, title or f"{metric} against {cost} (labels: phi)", out_base)
+
+
+def _ci_error_bars(group: pd.DataFrame, metric: str):
+    """Asymmetric error bars (below, above the mean) from the CI columns, or None if there are none."""
+    low, high = f"{metric}_ci_low", f"{metric}_ci_high"
+    if low not in group.columns or group[low].isna().all():
+        return None
+    below = (group[metric] - group[low]).clip(lower=0).fillna(0)
+    above = (group[high] - group[metric]).clip(lower=0).fillna(0)
+    return [below.to_numpy(), above.to_numpy()]
+
+
+def plot_edf(df: pd.DataFrame, out_base: Path, metric: str = "AP", cost: str | None = "macs",
+             title: str = "") -> list[Path]:
+    """The error EDF of each rule over all its finished trials (cost-normalised when costs differ)."""
+    plt = _pyplot()
+    edf = error_edf(df, metric, cost)
+    normalised = "weight" in edf.columns and edf["weight"].nunique() > 1
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    for rule, group in edf.groupby("rule", sort=True):
+        ax.step([0.0, *group["error"]], [0.0, *group["cum_fraction"]], where="post", label=f"rule {rule}")
+    ax.set_xlabel(f"error (1 - {metric})")
+    ax.set_ylabel("cumulative fraction of trials" + (" (cost-normalised)" if normalised else ""))
+    ax.set_ylim(0, 1.02)
+    return _finish(plt, fig, ax, title or f"error EDF per rule ({metric})", out_base)
 
 
 def plot_cost_vs_phi(points: pd.DataFrame, cost: str, out_base: Path, title: str = "") -> list[Path]:
@@ -177,7 +217,8 @@ def plot_results(df: pd.DataFrame, out_dir: str | os.PathLike, metric: str = "AP
         reported = reported_points() if with_reported else None
         for cost in costs:
             paths += plot_tradeoff(points, cost, out / f"{metric}_vs_{cost}", metric, reported,
-                                   title=f"{prefix}{metric} against {cost} (labels: phi)")
+                                   title=f"{prefix}{metric} against {cost} (labels: phi; bars: 95 % CI over seeds)")
+        paths += plot_edf(df, out / f"edf_{metric}", metric, title=f"{prefix}error EDF per rule ({metric})")
     else:
         for cost in costs:
             paths += plot_cost_vs_phi(points, cost, out / f"{cost}_vs_phi", title=f"{prefix}{cost} against phi")
@@ -212,11 +253,36 @@ def plot_sweep(run_dir: str | os.PathLike, metric: str = "AP") -> list[Path]:
     return plot_results(df, run_dir / PLOTS_DIR, metric, with_reported=on_coco, name=spec.name if spec else "")
 
 
+COMPARISON_CSV = "comparison.csv"
+RANK_AGREEMENT_CSV = "rank_agreement.csv"
+
+
+def compare_sweep(run_dir: str | os.PathLike, metric: str = "AP", cost: str = "macs"):
+    """`compare_rules` (and `rank_agreement` when the sweep has several training budgets) of a sweep folder.
+
+    Writes RUN_DIR/comparison.csv (and RUN_DIR/rank_agreement.csv); returns (comparison, agreement or None).
+    """
+    from .sweep import load_results
+
+    run_dir = Path(run_dir)
+    df = load_results(run_dir)
+    comparison = compare_rules(df, metric, cost)
+    if comparison.empty:
+        raise ValueError(f"{run_dir}: no two rules share a budget (or phi) with finished trials that have "
+                         f"{metric!r}; a comparison needs a sweep over at least two rules")
+    comparison.to_csv(run_dir / COMPARISON_CSV, index=False)
+    agreement = None
+    if "steps" in df.columns and df["steps"].nunique() > 1:
+        agreement = rank_agreement(df, metric, by="steps")
+        agreement.to_csv(run_dir / RANK_AGREEMENT_CSV, index=False)
+    return comparison, agreement
+
+
 def front_table(df: pd.DataFrame, metric: str = "AP", cost: str = "macs") -> pd.DataFrame:
     """The front over finished trials (seed means), with its columns only: rule, phi, metric, cost."""
     points = finished_points(df, [metric, cost])
     return pareto_front(points, metric, cost)[["rule", "phi", metric, cost]].reset_index(drop=True)
 
 
-__all__ = ["PLOTTERS", "register_plotter", "pareto_mask", "pareto_front", "front_table", "finished_points", "reported_points", "plot_tradeoff",
+__all__ = ["compare_sweep", "compare_rules", "rank_agreement", "summarize_results", "plot_edf", "PLOTTERS", "register_plotter", "pareto_mask", "pareto_front", "front_table", "finished_points", "reported_points", "plot_tradeoff",
            "plot_cost_vs_phi", "plot_results", "plot_sweep"]

@@ -21,9 +21,11 @@ from typing import Any
 import numpy as np
 
 from .config import (
+    BUDGET_PHI_STEP,
     DECONV_KERNELS,
     HEAD_OUTPUT_STRIDES,
     MAX_PHI_VALUES,
+    MIN_PROXY_INPUT,
     NETWORK_STRIDE,
     PHI_DECIMALS,
     BackboneConfig,
@@ -676,3 +678,55 @@ def explain(phi: float, rule: str | Path | ScalingRule = "efficienthrnet") -> li
                  "raw": b.classifier_resolution_base * b.classifier_resolution_coefficient**phi,
                  "used": classifier_resolution(phi, rule)})
     return rows
+
+
+# ----------------------------------------------------------------------------- proxy size and cost matching
+
+def proxy_input_size(native: int, scale: float, multiple: int = NETWORK_STRIDE) -> int:
+    """``native * scale`` rounded to the nearest multiple of the network stride, never below 64.
+
+    A proxy that keeps each rule's own resolution: resolution-scaling rules then still differ in
+    input size during cheap training, as they would at full size.
+    """
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"resolution_scale must be a positive real number, got {scale!r}; e.g. 0.25")
+    return max(MIN_PROXY_INPUT, int(math.floor(native * scale / multiple + 1 / 2)) * multiple)
+
+
+def _macs_at(phi: float, rule: ScalingRule, resolution_scale: float) -> int:
+    from .complexity import profile  # costing sits above the pure rules; only this entry point needs it
+
+    cfg = generate_config(phi, rule)
+    return profile(cfg, proxy_input_size(cfg.input_size, resolution_scale)).macs
+
+
+def phi_for_budget(macs: float, rule: str | Path | ScalingRule = "efficienthrnet",
+                   resolution_scale: float = 1.0) -> float:
+    """The largest phi on a 0.01 grid inside the rule's range whose exact MACs fit ``macs``.
+
+    MACs are counted by `efficienthrnet.complexity.profile` at the input size the model would run
+    at: the rule's own resolution times ``resolution_scale`` (see `proxy_input_size`). Every rule's
+    cost is monotone in phi (a smaller phi never gives a larger model), so a bisection over the
+    grid is exact. Raises ValueError naming the rule and its cheapest and dearest models' MACs
+    when the budget lies outside them.
+    """
+    rule = get_rule(rule)
+    if isinstance(macs, bool) or not isinstance(macs, (int, float)) or not math.isfinite(macs) or macs <= 0:
+        raise ValueError(f"a MACs budget must be a positive number, got {macs!r}; e.g. 2e9")
+    lo = math.ceil(rule.phi.min / BUDGET_PHI_STEP - 1e-9)
+    hi = math.floor(rule.phi.max / BUDGET_PHI_STEP + 1e-9)
+    grid = lambda k: round(k * BUDGET_PHI_STEP, PHI_DECIMALS) + 0.0  # noqa: E731 - exact names, no -0.0
+    cheapest, dearest = _macs_at(grid(lo), rule, resolution_scale), _macs_at(grid(hi), rule, resolution_scale)
+    if not cheapest <= macs <= dearest:
+        raise ValueError(
+            f"a budget of {macs:.4g} MACs lies outside rule {rule.name!r} at resolution_scale "
+            f"{resolution_scale:g}: its cheapest model (phi={grid(lo):g}) costs {cheapest:.4g} MACs and its "
+            f"dearest (phi={grid(hi):g}) {dearest:.4g}; pick a budget between them"
+        )
+    while lo < hi:  # invariant: grid(lo) fits the budget; find the last grid point that does
+        mid = (lo + hi + 1) // 2
+        if _macs_at(grid(mid), rule, resolution_scale) <= macs:
+            lo = mid
+        else:
+            hi = mid - 1
+    return grid(lo)

@@ -44,6 +44,7 @@ RESULT_FILE = "result.json"
 TRIALS_DIR = "trials"
 SPEC_FILE = "spec.json"
 RESULTS_CSV = "results.csv"
+SUMMARY_CSV = "summary.csv"  # one row per design: seed means, std and bootstrap CIs
 PREDICTIONS_FILE = "predictions.json"  # COCO results list of a pose trial
 STATUS_DONE, STATUS_FAILED, STATUS_RUNNING = "done", "failed", "running"
 EXECUTORS = ("local", "ray")
@@ -140,9 +141,10 @@ class SweepSpec:
 
     name: str
     task: str
-    phi: tuple[float, ...]
     rules: tuple[str, ...]
     output: str
+    phi: tuple[float, ...] = ()
+    budgets_macs: tuple[float, ...] = ()
     seeds: tuple[int, ...] = (0,)
     description: str = ""
     data: DataSpec | None = None
@@ -160,12 +162,23 @@ class SweepSpec:
     def from_dict(cls, table: Mapping[str, Any], source: str = "<memory>") -> "SweepSpec":
         return _spec_from_table(dict(table), source)
 
+    @property
+    def resolution_scale(self) -> float | None:
+        """The proxy scale of each rule's own input size (``[train] resolution_scale``), or None."""
+        return self.train.get("resolution_scale")
+
+    @property
+    def step_budgets(self) -> tuple[int | None, ...]:
+        """The training budgets a sweep compares (``[train] steps = [150, 500]``); (None,) for one budget."""
+        steps = self.train.get("steps")
+        return tuple(steps) if isinstance(steps, (list, tuple)) else (None,)
+
     def replace(self, **changes) -> "SweepSpec":
         """A copy with some fields changed (e.g. ``output`` or ``data``)."""
         return dataclasses.replace(self, **changes)
 
 
-_REQUIRED = ("name", "task", "phi", "rules", "output")
+_REQUIRED = ("name", "task", "rules", "output")  # and one of phi / budgets_macs
 _SECTIONS = {"data": DataSpec, "evaluate": EvaluateSpec, "latency": LatencySpec, "device": DeviceSpec}
 
 
@@ -186,6 +199,15 @@ def _phi_values(value: Any, where: str) -> tuple[float, ...]:
             raise ValueError(f"{where}: phi list {value!r} must hold numbers only")
         return tuple(float(v) + 0.0 for v in value)  # + 0.0 turns -0.0 into 0.0
     raise ValueError(f"{where}: phi must be a non-empty list or a table {{start, stop, step}}, got {value!r}")
+
+
+def _budgets(value: Any, where: str) -> tuple[float, ...]:
+    """MACs budgets: a non-empty list of positive numbers, e.g. [2e8, 5e8]."""
+    if not isinstance(value, (list, tuple)) or not value or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0 for v in value):
+        raise ValueError(f"{where}: budgets_macs must be a non-empty list of positive MACs counts, got {value!r}; "
+                         f"e.g. budgets_macs = [2e8, 5e8]")
+    return tuple(float(v) for v in value)
 
 
 def _section(cls, table: Any, name: str, where: str):
@@ -217,6 +239,8 @@ def _spec_from_table(table: dict[str, Any], source: str) -> SweepSpec:
     for key, value in table.items():
         if key == "phi":
             values[key] = _phi_values(value, where)
+        elif key == "budgets_macs":
+            values[key] = _budgets(value, where)
         elif key in ("rules", "seeds"):
             if not isinstance(value, list) or not value:
                 raise ValueError(f"{where}: {key} must be a non-empty list, got {value!r}")
@@ -235,6 +259,9 @@ def _spec_from_table(table: dict[str, Any], source: str) -> SweepSpec:
 
 
 def _check_spec(spec: SweepSpec, where: str) -> None:
+    if bool(spec.phi) == bool(spec.budgets_macs):
+        raise ValueError(f"{where}: give exactly one of phi (a list or {{start, stop, step}}) and budgets_macs "
+                         f"(MACs budgets; each rule then gets its own phi per budget)")
     for name in ("name", "task", "output"):
         if not isinstance(getattr(spec, name), str) or not getattr(spec, name):
             raise ValueError(f"{where}: {name} must be a non-empty string, got {getattr(spec, name)!r}")
@@ -262,11 +289,34 @@ def _check_spec(spec: SweepSpec, where: str) -> None:
         _check_train_table(spec.train, where)
 
 
+#: [train] keys the sweep resolves per trial before the rest becomes a TrainConfig.
+SWEEP_TRAIN_KEYS = ("seed", "resolution_scale")
+
+
 def _check_train_table(train: Mapping[str, Any], where: str) -> None:
+    from .scaling import proxy_input_size
     from .train import TrainConfig
 
+    steps = train.get("steps")
+    if isinstance(steps, (list, tuple)):
+        if not steps or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in steps) \
+                or len(set(steps)) != len(steps):
+            raise ValueError(f"{where}: train.steps {list(steps)!r} must be one positive integer or a list of "
+                             f"distinct ones (training budgets to compare), e.g. steps = [150, 500]")
+    scale = train.get("resolution_scale")
+    if scale is not None:
+        if train.get("input_size") is not None:
+            raise ValueError(f"{where}: [train] sets both input_size = {train['input_size']!r} and resolution_scale = "
+                             f"{scale!r}; keep one (a fixed proxy size, or each rule's own size times the scale)")
+        try:
+            proxy_input_size(512, scale)
+        except ValueError as err:
+            raise ValueError(f"{where}: train.{err}") from None
+    table = {k: v for k, v in train.items() if k not in SWEEP_TRAIN_KEYS}
+    if isinstance(steps, (list, tuple)):
+        table["steps"] = max(steps)
     try:
-        TrainConfig.from_dict({k: v for k, v in train.items() if k != "seed"})
+        TrainConfig.from_dict(table)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where}: [train] is not a valid TrainConfig: {err}") from None
 
@@ -289,12 +339,18 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
 
 @dataclass(frozen=True)
 class Trial:
-    """One point of a sweep: a task run for one phi under one rule with one seed."""
+    """One point of a sweep: a task run for one phi under one rule with one seed.
+
+    ``budget_macs`` is set when the sweep asked for a MACs budget (``phi`` is then the rule's
+    `phi_for_budget`); ``steps`` when the sweep compares several training budgets.
+    """
 
     task: str
     rule: str
     phi: float
     seed: int
+    budget_macs: float | None = None
+    steps: int | None = None
 
     @property
     def rule_name(self) -> str:
@@ -303,8 +359,10 @@ class Trial:
 
     @property
     def trial_id(self) -> str:
-        """Stable folder name, e.g. ``pose-reference-phi-2.5-seed0``."""
-        return f"{self.task}-{self.rule_name}-phi{self.phi:g}-seed{self.seed}"
+        """Stable folder name, e.g. ``pose-reference-phi-2.5-seed0`` or ``pose-width_only-budget2e+08-phi-3.1-seed1``."""
+        budget = "" if self.budget_macs is None else f"budget{self.budget_macs:.4g}-"
+        steps = "" if self.steps is None else f"-steps{self.steps}"
+        return f"{self.task}-{self.rule_name}-{budget}phi{self.phi:g}-seed{self.seed}{steps}"
 
     def model_config(self):
         """The trial's architecture at the rule's own input size."""
@@ -313,22 +371,37 @@ class Trial:
         return generate_config(self.phi, self.rule)
 
 
-def expand_trials(spec: SweepSpec) -> list[Trial]:
-    """Every (phi, rule, seed) of the spec, in the order phi, then rule, then seed.
+def design_points(spec: SweepSpec) -> list[tuple[str, float, float | None]]:
+    """(rule, phi, budget or None) of every design, in the order phi (or budget), then rule.
 
-    Raises ValueError when a phi lies outside a rule's valid range or two trials would share an id.
+    With ``budgets_macs`` each rule gets its own phi per budget: the largest whose MACs, at the
+    size the trials run at (the rule's own size times ``[train] resolution_scale``, if set),
+    fit the budget. Raises ValueError when a phi or budget lies outside a rule's range.
     """
-    from .scaling import get_rule
+    from .scaling import get_rule, phi_for_budget
 
-    trials = []
+    if spec.budgets_macs:
+        scale = spec.resolution_scale or 1.0
+        return [(rule, phi_for_budget(budget, rule, scale), budget)
+                for budget in spec.budgets_macs for rule in spec.rules]
     for rule in spec.rules:
         loaded = get_rule(rule)
         for phi in spec.phi:
             loaded.check_phi(phi)
-    for phi in spec.phi:
-        for rule in spec.rules:
-            for seed in spec.seeds:
-                trials.append(Trial(spec.task, rule, phi, seed))
+    return [(rule, phi, None) for phi in spec.phi for rule in spec.rules]
+
+
+def expand_trials(spec: SweepSpec) -> list[Trial]:
+    """Every (design, seed, training budget) of the spec: phi or budget, then rule, seed, steps.
+
+    Raises ValueError when a phi lies outside a rule's valid range, a budget outside a rule's
+    costs, or two trials would share an id.
+    """
+    trials = []
+    for rule, phi, budget in design_points(spec):
+        for seed in spec.seeds:
+            for steps in spec.step_budgets:
+                trials.append(Trial(spec.task, rule, phi, seed, budget, steps))
     ids = [t.trial_id for t in trials]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
@@ -337,9 +410,14 @@ def expand_trials(spec: SweepSpec) -> list[Trial]:
     return trials
 
 
+_OPTIONAL_TRIAL_FIELDS = ("budget_macs", "steps")
+
+
 def trial_settings(trial: Trial, spec: SweepSpec) -> dict[str, Any]:
     """Everything that determines a trial's result; a finished trial is reused only if it matches."""
-    settings = {"trial": dataclasses.asdict(trial), "options": dict(spec.options)}
+    # Budget and steps only when set, so folders of sweeps without them still resume.
+    trial_fields = {k: v for k, v in dataclasses.asdict(trial).items() if v is not None or k not in _OPTIONAL_TRIAL_FIELDS}
+    settings = {"trial": trial_fields, "options": dict(spec.options)}
     if spec.task != "profile":
         settings.update(data=dataclasses.asdict(spec.data) if spec.data else None,
                         train=dict(spec.train), evaluate=dataclasses.asdict(spec.evaluate))
@@ -442,9 +520,15 @@ def ensure_dataset(data: DataSpec) -> str:
 
 def pose_train_config(trial: Trial, spec: SweepSpec):
     """The TrainConfig of a pose trial: the spec's [train] table with the trial's seed, no progress bar."""
+    from .scaling import proxy_input_size
     from .train import TrainConfig
 
-    table = {"progress": False, **dict(spec.train), "seed": trial.seed}
+    table = {"progress": False, **{k: v for k, v in spec.train.items() if k not in SWEEP_TRAIN_KEYS},
+             "seed": trial.seed}
+    if trial.steps is not None:
+        table["steps"] = trial.steps
+    if spec.resolution_scale is not None:
+        table["input_size"] = proxy_input_size(trial.model_config().input_size, spec.resolution_scale)
     return TrainConfig.from_dict(table)
 
 
@@ -473,6 +557,8 @@ def run_pose_trial(trial: Trial, spec: SweepSpec, trial_dir: Path) -> dict[str, 
     return {
         **_cost_fields(trained_cfg),  # costs at the size it was trained and evaluated at
         "native_input_size": cfg.input_size,
+        "native_macs": _cost_fields(cfg)["macs"],
+        "resolution_scale": spec.resolution_scale,  # None: the fixed [train] input_size was used
         **ap_fields,
         "train_steps": summary["step"],
         "train_time_s": train_time,
@@ -749,7 +835,8 @@ PROVENANCE_COLUMNS = ("library_version", "jax_version", "backend", "device_kind"
 def record_row(record: Mapping[str, Any]) -> dict[str, Any]:
     """One results-table row: trial fields, status, scalar result fields, provenance, derived figures."""
     trial = record.get("trial", {})
-    row: dict[str, Any] = {"trial_id": record.get("trial_id"), **{k: trial.get(k) for k in ("task", "rule", "phi", "seed")}}
+    row: dict[str, Any] = {"trial_id": record.get("trial_id"),
+                           **{k: trial.get(k) for k in ("task", "rule", "phi", "seed", "budget_macs", "steps")}}
     row["rule_name"] = Trial(**trial).rule_name if trial else None
     row.update(status=record.get("status"), attempt=record.get("attempt"), duration_s=record.get("duration_s"),
                error=record.get("error"))
@@ -790,7 +877,22 @@ def load_results(out_dir: str | os.PathLike, write_csv: bool = True):
         df = df.sort_values(["task", "rule", "phi", "seed"], kind="stable").reset_index(drop=True)
     if write_csv:
         df.to_csv(out / RESULTS_CSV, index=False)
+        if not df.empty:
+            from .analysis import summarize_results
+
+            summarize_results(df).to_csv(out / SUMMARY_CSV, index=False)
     return df
+
+
+def summarize_results(df):
+    """One row per design with `n_seeds` and each metric's mean, std and 95 % bootstrap CI over seeds.
+
+    The table `load_results` also writes as OUT/summary.csv; see `efficienthrnet.analysis.summarize_results`
+    (imported on use: pandas and scipy stay out of the sweep's import).
+    """
+    from .analysis import summarize_results as summarize
+
+    return summarize(df)
 
 
 def load_sweep_spec(out_dir: str | os.PathLike) -> SweepSpec | None:
