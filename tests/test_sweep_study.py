@@ -6,7 +6,15 @@ import pandas as pd
 import pytest
 
 from efficienthrnet.scaling import phi_for_budget, proxy_input_size
-from efficienthrnet.sweep import LatencySpec, SweepSpec, Trial, expand_trials, pose_train_config, run_sweep
+from efficienthrnet.sweep import (
+    LatencySpec,
+    SweepSpec,
+    Trial,
+    expand_trials,
+    load_sweep_spec,
+    pose_train_config,
+    run_sweep,
+)
 
 RULES = ("efficienthrnet", "width_only")  # their cost ranges overlap from 2.6 GMACs up
 
@@ -36,6 +44,7 @@ def test_budget_sweep_table_and_summary(tmp_path):
     summary = pd.read_csv(tmp_path / "out/summary.csv")
     assert len(summary) == 4 and set(summary["n_seeds"]) == {2}
     assert {"budget_macs", "phi", "rule", "macs_mean", "macs_ci_low", "macs_ci_high"} <= set(summary.columns)
+    assert load_sweep_spec(tmp_path / "out").budgets_macs == (3e9, 6e9)  # spec.json reads back
 
 
 def test_training_budgets_expand_and_reach_the_train_config(tmp_path):

@@ -236,6 +236,8 @@ def _spec_from_table(table: dict[str, Any], source: str) -> SweepSpec:
     if missing:
         raise ValueError(f"{where}: missing field(s) {missing}")
     values: dict[str, Any] = {"source": source}
+    # A spec written back (spec.json) carries the unused one of phi / budgets_macs as an empty list.
+    table = {k: v for k, v in table.items() if not (k in ("phi", "budgets_macs") and v in ([], ()))}
     for key, value in table.items():
         if key == "phi":
             values[key] = _phi_values(value, where)
