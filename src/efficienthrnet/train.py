@@ -568,15 +568,20 @@ def _damaged(where: str, err: BaseException) -> CheckpointError:
     )
 
 
+@functools.lru_cache(maxsize=8)
+def expected_variable_shapes(model: nn.Module, size: int) -> Any:
+    """The variables' shapes and dtypes of ``model`` at a square input: traced, never run (cached,
+    as tracing a whole network takes seconds)."""
+    x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    return jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), x)
+
+
 def check_variables_fit(model: nn.Module, model_config: ModelConfig, variables: Mapping[str, Any],
                         where: str) -> None:
     """Refuse stored variables whose tree or shapes differ from the model's, naming the first
     differing parameter and both shapes (applying them would fail deep inside flax)."""
-    size = model_config.input_size
-    try:  # shapes only: traced, never compiled or run
-        expected = jax.eval_shape(
-            lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3), jnp.float32), train=False)
-        )
+    try:
+        expected = expected_variable_shapes(model, model_config.input_size)
     except Exception:  # a custom module initialised another way: it is checked on first use instead
         return
     for collection in ("params", "batch_stats"):
