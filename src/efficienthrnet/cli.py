@@ -328,7 +328,7 @@ def _run_convert(args) -> int:
     variables = load_torch_checkpoint(args.checkpoint, cfg, backbone_only=args.backbone_only)
     write_bytes_atomic(args.out, serialization.msgpack_serialize(variables))
     write_text_atomic(config_path, cfg.to_json(indent=2))
-    print(f"wrote {args.out} and {Path(args.out).with_suffix('.config.json')}")
+    print(f"wrote {args.out} and {config_path}")
     return 0
 
 
