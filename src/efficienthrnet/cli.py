@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 
 
@@ -210,12 +212,16 @@ def _run_evaluate(args) -> int:
     from pathlib import Path
 
     from .evaluate import evaluate_dataset
+    from .files import atomic_path, check_output_file, write_text_atomic
 
-    predictor, _ = _predictor(args)
     out = args.out or str(Path(args.checkpoint) / f"results_{args.split}.json")
-    metrics = evaluate_dataset(predictor, args.data, args.split, limit=args.limit, out_json=out)
     metrics_path = Path(out).with_name(Path(out).stem + "_metrics.json")
-    metrics_path.write_text(json.dumps(metrics, indent=2, default=float))
+    check_output_file(out, "--out")
+    check_output_file(metrics_path, "metrics file")
+    predictor, _ = _predictor(args)
+    with atomic_path(out) as tmp:
+        metrics = evaluate_dataset(predictor, args.data, args.split, limit=args.limit, out_json=tmp)
+    write_text_atomic(metrics_path, json.dumps(metrics, indent=2, default=float))
     print(json.dumps(metrics, indent=2, default=float))
     print(f"results: {out}\nmetrics: {metrics_path}", file=sys.stderr)
     return 0
@@ -226,25 +232,39 @@ def _add_predict(sub) -> Callable:
     p.add_argument("image", help="an image file")
     _add_predict_options(p)
     p.add_argument("--out", required=True, help="output PNG with skeletons")
-    p.add_argument("--debug", default=None, help="also write a heatmap/tag debug figure here")
+    p.add_argument("--maps", default=None, help="also write a heatmap/tag figure (PNG) here")
     return _run_predict
 
 
-def _run_predict(args) -> int:
+def _read_image(path: str):
+    """RGB pixels of an image file, or an error saying why it cannot be read."""
     import cv2
 
+    from .files import check_input_file
+
+    check_input_file(path, "image")
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"cannot read image {path}: not an image file, or a damaged one; give a JPEG or PNG")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _run_predict(args) -> int:
+    from .files import atomic_path, check_output_file
     from .visualize import save_debug_png, save_people_png
 
-    bgr = cv2.imread(args.image, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise FileNotFoundError(f"cannot read image {args.image!r}: missing or not an image file")
-    image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    image = _read_image(args.image)
+    check_output_file(args.out, "--out")
+    if args.maps:
+        check_output_file(args.maps, "--maps")
     predictor, _ = _predictor(args)
     found = predictor(image)
-    save_people_png(args.out, image, found.keypoints, scores=found.scores)
-    if args.debug:
+    with atomic_path(args.out) as tmp:
+        save_people_png(tmp, image, found.keypoints, scores=found.scores)
+    if args.maps:
         heat, tags, _ = predictor.maps(image)
-        save_debug_png(args.debug, image, heat, tags)
+        with atomic_path(args.maps) as tmp:
+            save_debug_png(tmp, image, heat, tags)
     people = [{"score": float(s), "keypoints": k.tolist()} for s, k in zip(found.scores, found.keypoints)]
     print(json.dumps({"image": args.image, "people": people, "out": args.out}, default=float))
     return 0
@@ -329,13 +349,17 @@ def _run_convert(args) -> int:
     from flax import serialization
 
     from .convert import load_torch_checkpoint
+    from .files import check_output_file, write_bytes_atomic, write_text_atomic
     from .scaling import generate_config
 
     cfg = generate_config(args.phi, args.rule)
+    config_path = Path(args.out).with_suffix(".config.json")
+    check_output_file(args.out, "--out")
+    check_output_file(config_path, "config file")
     variables = load_torch_checkpoint(args.checkpoint, cfg, backbone_only=args.backbone_only)
-    Path(args.out).write_bytes(serialization.msgpack_serialize(variables))
-    Path(args.out).with_suffix(".config.json").write_text(cfg.to_json(indent=2))
-    print(f"wrote {args.out} and {Path(args.out).with_suffix('.config.json')}")
+    write_bytes_atomic(args.out, serialization.msgpack_serialize(variables))
+    write_text_atomic(config_path, cfg.to_json(indent=2))
+    print(f"wrote {args.out} and {config_path}")
     return 0
 
 
@@ -360,8 +384,10 @@ def _add_classify(sub) -> Callable:
 
 def _run_classify(args) -> int:
     from .classify import ClassifyConfig, train_classifier
+    from .files import check_output_dir
     from .scaling import generate_config
 
+    check_output_dir(args.out, "--out")
     config = ClassifyConfig(epochs=args.epochs, batch_size=args.batch, learning_rate=args.lr,
                             resolution=args.resolution, label_smoothing=args.label_smoothing,
                             precise_bn_batches=args.precise_bn_batches)
@@ -389,14 +415,21 @@ COMMANDS: list[Callable] = [
 ]
 
 
+DEBUG_HELP = "on an error, show the Python traceback too"
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
-    parser = argparse.ArgumentParser(prog="efficienthrnet", description=__doc__)
+    parser = argparse.ArgumentParser(prog="efficienthrnet", description=__doc__, epilog=EXIT_CODES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     runners = {}
     for add in COMMANDS:
         before = set(sub.choices)
         runner = add(sub)
         (name,) = set(sub.choices) - before
+        # Also after the command name; SUPPRESS keeps a --debug given before it.
+        sub.choices[name].add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
         runners[name] = runner
     return parser, runners
 
@@ -404,11 +437,75 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser, runners = build_parser()
     args = parser.parse_args(argv)
+    return run_command(args.command, runners[args.command], args, debug=args.debug)
+
+
+# ----------------------------------------------------------------------------- errors
+
+EXIT_CODES = """exit codes: 0 done; 1 an internal error (rerun with --debug and report it), or a sweep
+with failed trials; 2 a bad input (the message names it and says what to do); 130 interrupted."""
+
+EXIT_USER_ERROR, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED = 2, 1, 130
+# Errors in what the user gave (arguments, files, folders, the installation), as opposed to bugs.
+USER_ERRORS = (ValueError, OSError, ImportError)
+# Optional extras (pyproject.toml) by the module that needs them.
+EXTRAS = {"torch": "torch", "ray": "ray", "tensorflow_datasets": "tfds", "tensorflow": "tfds-prepare",
+          "tensorboardX": "tensorboard"}
+OS_HINTS = {
+    errno.EACCES: "check its permissions or choose another location",
+    errno.EPERM: "check its permissions or choose another location",
+    errno.ENOENT: "check the path",
+    errno.EISDIR: "it is a folder: give a file path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EEXIST: "it already exists: choose another path or delete it",
+    errno.ENOSPC: "the disk is full: free some space",
+    errno.EROFS: "the file system is read-only: choose another location",
+}
+
+
+def run_command(command: str, runner: Callable, args, debug: bool = False) -> int:
+    """Run one subcommand; any error becomes one line on stderr and an exit code (EXIT_CODES)."""
     try:
-        return runners[args.command](args) or 0
-    except (ValueError, FileNotFoundError) as err:
-        print(f"efficienthrnet {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return runner(args) or 0
+    except KeyboardInterrupt:
+        return _report(command, "interrupted", EXIT_INTERRUPTED, debug)
+    except USER_ERRORS as err:
+        return _report(command, f"error: {describe_error(err)}", EXIT_USER_ERROR, debug)
+    except Exception as err:
+        message = (f"internal error: {type(err).__name__}: {err}; "
+                   f"rerun with --debug to see the traceback, and please report it")
+        return _report(command, message, EXIT_INTERNAL_ERROR, debug)
+
+
+def _report(command: str, message: str, code: int, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    line = " ".join(message.split())  # one line, whatever the exception's text holds
+    if len(line) > 2000:
+        line = line[:1997] + "..."
+    print(f"efficienthrnet {command}: {line}", file=sys.stderr)
+    return code
+
+
+def describe_error(err: BaseException) -> str:
+    """The user-facing text of an error: our own messages as they are; a missing module names its
+    extra; a bare OS error names the file and says what to do."""
+    if isinstance(err, ImportError):
+        return _missing_module(err)
+    if isinstance(err, OSError) and err.strerror and err.filename is not None:
+        hint = OS_HINTS.get(err.errno, "")
+        return f"{err.filename}: {err.strerror.lower()}" + (f"; {hint}" if hint else "")
+    return str(err) or type(err).__name__
+
+
+def _missing_module(err: ImportError) -> str:
+    text = str(err)
+    if "pip install" in text:  # our own message already names the extra
+        return text
+    top = (err.name or "").split(".")[0]
+    if top in EXTRAS:
+        return f"this needs {top}, which is not installed: pip install 'efficienthrnet[{EXTRAS[top]}]'"
+    return f"{text}: the installation is incomplete; reinstall it (pip install --force-reinstall efficienthrnet)"
 
 
 if __name__ == "__main__":

@@ -796,6 +796,14 @@ def _worker_lost_record(trial: Trial, spec: SweepSpec, out_dir: Path, err: Excep
     return record
 
 
+def _import_ray() -> None:
+    """Fail before the sweep starts, not in the runner, when the 'ray' extra is missing."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ImportError("executor 'ray' needs Ray: pip install 'efficienthrnet[ray]'") from None
+
+
 def run_sweep(spec_or_path: SweepSpec | str | os.PathLike, out_dir: str | os.PathLike | None = None,
               executor: str = "local", progress: bool = True):
     """Run every unfinished trial of a sweep and return the results table (`load_results`).
@@ -810,16 +818,23 @@ def run_sweep(spec_or_path: SweepSpec | str | os.PathLike, out_dir: str | os.Pat
 
     A failing trial is recorded as failed and the others still run; the returned table shows it.
     """
+    from .files import check_output_dir
+
     spec = spec_or_path if isinstance(spec_or_path, SweepSpec) else load_spec(spec_or_path)
     if executor not in EXECUTORS:
         raise ValueError(f"executor {executor!r} must be one of {EXECUTORS}")
     get_task(spec.task)
     out = Path(out_dir if out_dir is not None else spec.output)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / SPEC_FILE, spec.to_dict())
+    # Everything is checked (trials expanded, finished records compared, the executor importable,
+    # the dataset made) before the sweep folder is touched: a refused sweep leaves it as it was.
+    check_output_dir(out, "sweep output folder")  # new, or an existing folder (a sweep to resume)
     finished, todo = pending_trials(spec, out)
+    if executor == "ray" and todo:
+        _import_ray()
     if spec.task == "pose" and spec.data.kind == "synthetic" and todo:
         ensure_dataset(spec.data)  # once, before trials (Ray tasks) that would race to generate it
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / SPEC_FILE, spec.to_dict())
     bar = _Progress(len(finished) + len(todo), len(finished), progress, spec.name)
     try:
         (_run_ray if executor == "ray" else _run_local)(todo, spec, out, bar)

@@ -22,6 +22,7 @@ resumed run continues bit for bit where the interrupted one stopped.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import functools
 import json
@@ -46,6 +47,7 @@ from jax.sharding import PartitionSpec as P
 
 from efficienthrnet.data.augment import AugmentConfig
 from efficienthrnet.config import NETWORK_STRIDE, ModelConfig, check_finite
+from efficienthrnet.files import check_output_dir, write_text_atomic
 from efficienthrnet.losses import PUSH_LOSSES, LossWeights, compute_losses
 
 #: Batch entries the step needs on the device (the rest, e.g. "image_id", stay on the host).
@@ -516,13 +518,88 @@ def restore_checkpoint(
     """
     step = manager.latest_step() if step is None else step
     where = f"checkpoint {manager.directory / str(step)}"
-    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    check_same_architecture(ModelConfig.from_dict(meta["model_config"]), model_config, where)
+    with _reading_checkpoint(where):
+        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        stored = ModelConfig.from_dict(meta["model_config"])
+    check_same_architecture(stored, model_config, where)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _state_tree(state))
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))[
-        "state"
-    ]
+    with _reading_checkpoint(where):
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))[
+            "state"
+        ]
     return state.replace(**restored), _decode_data_state(meta["data_state"])
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model; the message names the folder."""
+
+
+def _first_line(err: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@contextlib.contextmanager
+def _reading_checkpoint(where: str):
+    """Turn whatever orbax raises on a damaged checkpoint into one message naming the folder.
+
+    Orbax's own errors (JSON, tensorstore, missing items, KeyError) say neither which folder nor
+    what to do. A shape or structure mismatch means the checkpoint is intact but does not fit.
+    """
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except ValueError as err:
+        if "shape" in str(err) or "Structure mismatch" in str(err):
+            raise CheckpointError(
+                f"{where} does not fit the model: {_first_line(err)}; it was written by another model "
+                f"(phi, rule or keypoints): start a new run folder for this model"
+            ) from err
+        raise _damaged(where, err) from err
+    except Exception as err:
+        raise _damaged(where, err) from err
+
+
+def _damaged(where: str, err: BaseException) -> CheckpointError:
+    return CheckpointError(
+        f"{where} is damaged or incomplete and cannot be read ({type(err).__name__}: {_first_line(err)}); "
+        f"delete that folder to fall back to the previous checkpoint, or start a new run"
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def expected_variable_shapes(model: nn.Module, size: int) -> Any:
+    """The variables' shapes and dtypes of ``model`` at a square input: traced, never run (cached,
+    as tracing a whole network takes seconds)."""
+    x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    return jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), x)
+
+
+def check_variables_fit(model: nn.Module, model_config: ModelConfig, variables: Mapping[str, Any],
+                        where: str) -> None:
+    """Refuse stored variables whose tree or shapes differ from the model's, naming the first
+    differing parameter and both shapes (applying them would fail deep inside flax)."""
+    try:
+        expected = expected_variable_shapes(model, model_config.input_size)
+    except Exception:  # a custom module initialised another way: it is checked on first use instead
+        return
+    for collection in ("params", "batch_stats"):
+        want = traverse_util.flatten_dict(dict(expected.get(collection, {})), sep="/")
+        have = traverse_util.flatten_dict(dict(variables.get(collection) or {}), sep="/")
+        for name in sorted(set(want) | set(have)):
+            if name not in have or name not in want:
+                side = "model" if name not in have else "checkpoint"
+                raise CheckpointError(
+                    f"{where} does not fit the model {describe_model(model_config)}: {collection} {name} "
+                    f"is only in the {side}; load it with the model it was trained with"
+                )
+            if tuple(np.shape(have[name])) != tuple(want[name].shape):
+                raise CheckpointError(
+                    f"{where} does not fit the model {describe_model(model_config)}: {collection} {name} "
+                    f"has shape {tuple(np.shape(have[name]))} in the checkpoint but {tuple(want[name].shape)} "
+                    f"in the model; load it with the model it was trained with"
+                )
 
 
 # ---------------------------------------------------------------------------- run directory
@@ -534,13 +611,31 @@ def _read_run_config(run_dir: Path) -> dict[str, Any]:
         raise FileNotFoundError(
             f"{path} not found: {run_dir} is not a training run folder (train writes it first)"
         )
-    return json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text())
+        ModelConfig.from_dict(record["model"])
+    except Exception as err:  # JSON, a missing table or a bad field: the file was edited or cut short
+        raise ValueError(
+            f"{path} is damaged ({type(err).__name__}: {_first_line(err)}); restore it from a copy, or "
+            f"delete the run folder {run_dir} and train again"
+        ) from None
+    return record
 
 
 def prepare_run_dir(
     run_dir: Path, model_config: ModelConfig, config: TrainConfig, data_spec: str, resume: bool
 ):
     """Check the folder against the request and write config.json (process 0 only)."""
+    check_run_dir(run_dir, model_config, resume)
+    write_run_config(run_dir, model_config, config, data_spec)
+
+
+def check_run_dir(run_dir: Path, model_config: ModelConfig, resume: bool) -> None:
+    """Refuse a run folder that this request must not write into; writes nothing.
+
+    Valid: a new path, an existing folder, or a run folder of the same model with --resume.
+    """
+    check_output_dir(run_dir, "run folder")
     checkpoints = run_dir / CHECKPOINT_DIR
     has_checkpoints = checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())
     if has_checkpoints and not resume:
@@ -550,11 +645,15 @@ def prepare_run_dir(
     if resume and (run_dir / CONFIG_FILE).is_file():
         stored = ModelConfig.from_dict(_read_run_config(run_dir)["model"])
         check_same_architecture(stored, model_config, f"run dir {run_dir}")
+
+
+def write_run_config(run_dir: Path, model_config: ModelConfig, config: TrainConfig, data_spec: Any) -> None:
+    """Write RUN_DIR/config.json atomically (process 0 only), once everything is checked."""
     if jax.process_index() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         data = data_spec if data_spec is None or isinstance(data_spec, str) else repr(data_spec)
         record = {"model": model_config.to_dict(), "train": config.to_dict(), "data": data}
-        (run_dir / CONFIG_FILE).write_text(json.dumps(record, indent=2))
+        write_text_atomic(run_dir / CONFIG_FILE, json.dumps(record, indent=2))
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
@@ -716,19 +815,30 @@ def train(
     model_config = effective_model_config(model_config, train_config)
     mesh = make_mesh()
     check_batch_divisible(train_config.batch_size, mesh)
-    prepare_run_dir(run_dir, model_config, train_config, data_spec, resume)
+    # Check the folder, open the data, build the model and restore a resumed run before anything
+    # is written: a run that fails on its inputs leaves the folder as it was.
+    check_run_dir(run_dir, model_config, resume)
     is_chief = jax.process_index() == 0
 
-    if model is None:
-        model = build_model(model_config, train_config.compute_dtype, train_config.init_scheme)
-    elif hasattr(model, "dtype"):
-        model = model.clone(dtype=COMPUTE_DTYPES[train_config.compute_dtype])
-    state = replicate(create_train_state(model, model_config, train_config), mesh)
     loader = make_train_loader(data_spec, model_config, train_config) if loader is None else loader
-    manager = checkpoint_manager(run_dir, train_config)
-    if resume and manager.latest_step() is not None:
-        state, data_state = restore_checkpoint(manager, state, model_config)
-        loader.set_state(data_state)
+    try:
+        if model is None:
+            model = build_model(model_config, train_config.compute_dtype, train_config.init_scheme)
+        elif hasattr(model, "dtype"):
+            model = model.clone(dtype=COMPUTE_DTYPES[train_config.compute_dtype])
+        state = replicate(create_train_state(model, model_config, train_config), mesh)
+        has_checkpoint = bool(checkpoint_steps(run_dir))
+        if resume and has_checkpoint:
+            manager = checkpoint_manager(run_dir, train_config)
+            state, data_state = restore_checkpoint(manager, state, model_config)
+            loader.set_state(data_state)
+        write_run_config(run_dir, model_config, train_config, data_spec)
+        if not (resume and has_checkpoint):
+            manager = checkpoint_manager(run_dir, train_config)
+    except BaseException:
+        if hasattr(loader, "close"):
+            loader.close()  # stops prefetch threads and worker processes
+        raise
     start = int(jax.device_get(state.step))
     if is_chief:
         _truncate_metrics(run_dir / METRICS_FILE, start)
@@ -817,18 +927,25 @@ def load_for_inference(
     elif step not in steps:
         raise FileNotFoundError(f"{run_dir} has no checkpoint at step {step}; it has steps {steps}")
     model = build_model(model_config) if model is None else model
+    restored, stored = _restore_for_inference(run_dir, step)
+    where = f"checkpoint {run_dir / CHECKPOINT_DIR / str(step)}"
+    check_same_architecture(stored, model_config, where)
+    variables = {"params": restored["state"]["params"], "batch_stats": restored["state"]["batch_stats"]}
+    check_variables_fit(model, model_config, variables, where)
+    return model_config, model, variables
+
+
+def _restore_for_inference(run_dir: Path, step: int) -> tuple[dict[str, Any], ModelConfig]:
+    """The raw restored items of one checkpoint and the model config stored in it."""
     manager = checkpoint_manager(run_dir, read_only=True)
     try:
-        restored = manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
-        )
+        with _reading_checkpoint(f"checkpoint {run_dir / CHECKPOINT_DIR / str(step)}"):
+            restored = manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
+            )
+            return restored, ModelConfig.from_dict(restored["meta"]["model_config"])
     finally:
         manager.close()
-    check_same_architecture(
-        ModelConfig.from_dict(restored["meta"]["model_config"]), model_config, f"checkpoint {run_dir}/{step}"
-    )
-    variables = {"params": restored["state"]["params"], "batch_stats": restored["state"]["batch_stats"]}
-    return model_config, model, variables
 
 
 def train_command(

@@ -33,6 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from efficienthrnet.files import building_dir, check_output_dir
 from efficienthrnet.keypoints import COCO17, KeypointSchema, get_schema
 
 AREA_PER_BOX_AREA = 0.53
@@ -431,8 +432,50 @@ def make_synthetic_dataset(
     num_train = num_images - num_val
     if num_train < 1:
         raise ValueError(f"num_images {num_images} leaves no training image with val_fraction {val_fraction}")
+    _check_integers(num_images=num_images, seed=seed, image_size=image_size)
 
-    out_dir = Path(out_dir)
+    # Every argument is checked above; the dataset is built in a hidden folder beside the target
+    # and renamed into place, so a failure or an interruption leaves the target as it was.
+    final_dir = _check_dataset_target(Path(out_dir))
+    with building_dir(final_dir) as build:
+        summary = _write_dataset(build, num_train, num_val, image_size, seed, schema, max_people, min_height)
+    return _relocated(summary, build, final_dir)
+
+
+_DATASET_ENTRIES = {"annotations", "train", "val"}
+
+
+def _check_integers(**values) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{name} {value!r} must be a non-negative integer")
+
+
+def _check_dataset_target(out_dir: Path) -> Path:
+    """The target may be absent, an empty folder or an earlier synthetic dataset (replaced whole);
+    a folder holding anything else is refused, so that no unrelated file is ever deleted."""
+    check_output_dir(out_dir, "synthetic dataset folder")
+    if out_dir.is_dir():
+        others = sorted(p.name for p in out_dir.iterdir() if p.name not in _DATASET_ENTRIES)
+        if others:
+            raise FileExistsError(
+                f"synthetic dataset folder {out_dir} already holds other files ({', '.join(others[:3])}"
+                f"{', ...' if len(others) > 3 else ''}); choose a new or empty folder"
+            )
+    return out_dir
+
+
+def _relocated(summary: dict[str, dict], build: Path, final_dir: Path) -> dict[str, dict]:
+    """The summary's paths, moved from the build folder to the final one."""
+    def move(value):
+        return str(final_dir / Path(value).relative_to(build)) if isinstance(value, str) else value
+
+    return {split: {k: move(v) for k, v in info.items()} for split, info in summary.items()}
+
+
+def _write_dataset(out_dir: Path, num_train: int, num_val: int, image_size: int, seed: int,
+                   schema: KeypointSchema, max_people: int, min_height: float) -> dict[str, dict]:
+    """Render and write both splits into ``out_dir``; returns the summary of make_synthetic_dataset."""
     (out_dir / "annotations").mkdir(parents=True, exist_ok=True)
     summary = {}
     ann_id = 1
