@@ -237,16 +237,12 @@ def _add_predict(sub) -> Callable:
 
 
 def _read_image(path: str):
-    """RGB pixels of an image file, or an error saying why it cannot be read."""
-    import cv2
-
+    """RGB pixels of an image file, or an error naming the file and why it cannot be read."""
     from .files import check_input_file
+    from .predict import read_image
 
     check_input_file(path, "image")
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"cannot read image {path}: not an image file, or a damaged one; give a JPEG or PNG")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return read_image(path)  # refuses truncated, non-image and oversized files before decoding
 
 
 def _run_predict(args) -> int:

@@ -58,24 +58,21 @@ def draw_best_predictions(sweep_dir: Path, trial_id: str, data_spec: str, out_pn
     """A grid of the first validation images with the trial's predicted skeletons drawn on them."""
     import cv2
     import numpy as np
-    from pycocotools.coco import COCO
 
-    from .data.coco import resolve_dataset
-    from .predict import PredictConfig, Predictor
+    from .data.coco import load_coco_annotations, resolve_dataset
+    from .keypoints import get_schema
+    from .predict import PredictConfig, Predictor, read_image
     from .train import load_for_inference
     from .visualize import draw_people
 
     cfg, model, variables = load_for_inference(sweep_dir / "trials" / trial_id / "run")
     predictor = Predictor(model, variables, cfg.keypoints, PredictConfig(input_size=cfg.input_size))
     annotation_file, image_dir = resolve_dataset(data_spec, split)
-    coco = COCO(str(annotation_file))
+    coco = load_coco_annotations(annotation_file, get_schema(cfg.keypoints))  # the reader's checks
     tiles = []
     for image_id in sorted(coco.getImgIds())[:num_images]:
         path = image_dir / coco.loadImgs(image_id)[0]["file_name"]
-        bgr = cv2.imread(str(path))
-        if bgr is None:
-            raise FileNotFoundError(f"could not read image {path}")
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        rgb = read_image(path)
         found = predictor(rgb)
         tiles.append(draw_people(rgb, found.keypoints, cfg.keypoints, scores=found.scores, min_person_score=0.1))
     side = max(max(t.shape[:2]) for t in tiles)
