@@ -188,6 +188,14 @@ def test_warmup_ramps_linearly_and_keeps_boundaries():
 # ------------------------------------------------------------------------------- the step
 
 
+def test_seeds_of_one_design_share_one_compiled_step():
+    mesh = T.make_mesh()
+    step = T.make_train_step(small_config(seed=0), mesh)
+    # A sweep's seeds (and logging cadence) do not enter the step: the same jitted function is reused.
+    assert T.make_train_step(small_config(seed=3, log_every=7, checkpoint_every=9), mesh) is step
+    assert T.make_train_step(small_config(seed=0, learning_rate=0.5), mesh) is not step
+
+
 def test_frozen_backbone_gets_no_update_but_head_does(model_config):
     config = small_config(freeze_backbone=True)
     model = TinyPoseNet(model_config)

@@ -411,12 +411,22 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
-@functools.lru_cache(maxsize=16)
+#: The TrainConfig fields `train_step` reads (loss, dtype, schedule); the rest (seed, cadence, data)
+#: must not key its compilation, so that a sweep's seeds of one design share one compiled step.
+STEP_FIELDS = ("steps", "learning_rate", "decay_fractions", "decay_factor", "warmup_steps", "compute_dtype",
+               "loss_weights", "push_loss")
+
+
 def make_train_step(config: TrainConfig, mesh: Mesh) -> Callable:
     """`train_step` jitted for the mesh: state replicated and donated, batch split on "data".
 
-    Cached per (config, mesh), so that repeated runs in one process (resume, sweeps, tests)
-    reuse the compiled step."""
+    Cached per (the fields the step reads, mesh), so that repeated runs in one process (resume,
+    sweeps over seeds, tests) reuse the compiled step."""
+    return _jitted_train_step(TrainConfig(**{name: getattr(config, name) for name in STEP_FIELDS}), mesh)
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_train_step(config: TrainConfig, mesh: Mesh) -> Callable:
     step = functools.partial(
         train_step,
         loss_weights=config.loss_weights,
