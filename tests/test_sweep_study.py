@@ -106,3 +106,26 @@ def test_compare_command_writes_the_comparison_and_rank_agreement(tmp_path, caps
     assert (comparison["p_a_better"] > 0.99).all()
     agreement = pd.read_csv(tmp_path / "out/rank_agreement.csv")
     assert agreement.loc[0, "tau"] == pytest.approx(1.0)  # the shorter budget ranks designs the same way
+
+
+def test_sweep_keeps_a_persistent_compilation_cache_in_its_folder(tmp_path):
+    import subprocess
+    import sys
+
+    # A fresh process: JAX's cache folder is set once per process, and the test session's stays untouched.
+    code = (
+        "from efficienthrnet.sweep import SweepSpec, run_sweep\n"
+        "spec = SweepSpec.from_dict({'name': 'c', 'task': 'profile', 'phi': [-6.0], 'rules': ['efficienthrnet'],\n"
+        f"    'output': {str(tmp_path / 'out')!r}, 'latency': {{'input_size': 64, 'warmup': 1, 'repeats': 1}}}})\n"
+        "df = run_sweep(spec, progress=False)\n"
+        "assert (df['status'] == 'done').all(), df['error'].tolist()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300, env={**__import__("os").environ,
+                                                                                "JAX_PLATFORMS": "cpu"})
+    cached = list((tmp_path / "out/.jax_cache").iterdir())
+    assert any("forward" in p.name or "jit" in p.name for p in cached), cached
+
+
+def test_compilation_cache_setting_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="device.compilation_cache 3 must be true, false or a folder path"):
+        _spec(tmp_path, device={"compilation_cache": 3})

@@ -275,15 +275,22 @@ def _add_sweep(sub) -> Callable:
     p.add_argument("--out", default=None, help="output folder (default: the spec's output)")
     p.add_argument("--executor", choices=("local", "ray"), default="local")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-compilation-cache", action="store_true",
+                   help="do not keep JAX's persistent compilation cache (default: OUT/.jax_cache)")
     return _run_sweep
 
 
 def _run_sweep(args) -> int:
+    import dataclasses
+
     from .pareto import plot_sweep
     from .sweep import load_spec, run_sweep
 
-    out = args.out or load_spec(args.spec).output
-    df = run_sweep(args.spec, out, executor=args.executor)
+    spec = load_spec(args.spec)
+    if args.no_compilation_cache:
+        spec = spec.replace(device=dataclasses.replace(spec.device, compilation_cache=False))
+    out = args.out or spec.output
+    df = run_sweep(spec, out, executor=args.executor)
     paths = [] if args.no_plots else plot_sweep(out)
     print(f"{len(df)} trials; results: {out}/results.csv")
     for path in paths:

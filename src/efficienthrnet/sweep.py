@@ -123,12 +123,17 @@ class DeviceSpec:
       cpus_per_trial, gpus_per_trial: resources each Ray task asks for (``num_cpus``, ``num_gpus``).
       ray_address: Ray cluster to join; None: the RAY_ADDRESS environment variable, else a new
         local cluster.
+      compilation_cache: JAX's persistent compilation cache, so that a resumed or repeated sweep
+        (and every Ray worker) reuses compiled steps: True keeps it in OUT/.jax_cache, a path puts it
+        there (e.g. one cache for many sweeps), False turns it off. A cache the process already
+        uses (``jax_compilation_cache_dir`` set by the user) is left as it is.
     """
 
     power_watts: float | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     ray_address: str | None = None
+    compilation_cache: bool | str = True
 
 
 @dataclass(frozen=True)
@@ -282,6 +287,9 @@ def _check_spec(spec: SweepSpec, where: str) -> None:
         raise ValueError(f"{where}: latency.rules {list(timed_rules)} names rule(s) "
                          f"{sorted(set(timed_rules) - set(spec.rules))} that the sweep does not run; "
                          f"choose from rules = {list(spec.rules)}")
+    cache = spec.device.compilation_cache
+    if not isinstance(cache, bool) and not (isinstance(cache, str) and cache):
+        raise ValueError(f"{where}: device.compilation_cache {cache!r} must be true, false or a folder path")
     power = spec.device.power_watts
     if power is not None and not power > 0:
         raise ValueError(f"{where}: device.power_watts {power!r} must be > 0 (or left out)")
@@ -650,6 +658,24 @@ def _config_dict(trial: Trial) -> dict[str, Any] | None:
         return None
 
 
+COMPILATION_CACHE_DIR = ".jax_cache"
+
+
+def use_compilation_cache(spec: SweepSpec, out_dir: str | os.PathLike) -> str | None:
+    """Point JAX's persistent compilation cache where the spec says; returns the folder in use (None: off)."""
+    import jax
+
+    setting = spec.device.compilation_cache
+    if setting is False:
+        return None
+    current = jax.config.jax_compilation_cache_dir
+    if current:
+        return current
+    path = Path(out_dir) / COMPILATION_CACHE_DIR if setting is True else Path(setting).expanduser()
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    return str(path)
+
+
 def execute_trial(trial: Trial, spec: SweepSpec, out_dir: str | os.PathLike,
                   task_fn: TaskFn | None = None) -> dict[str, Any]:
     """Run one trial and write its record; never raises for a failure of the task itself.
@@ -658,6 +684,7 @@ def execute_trial(trial: Trial, spec: SweepSpec, out_dir: str | os.PathLike,
     interrupted trial is visible), then "done" with the task's fields or "failed" with the error.
     """
     task_fn = task_fn or get_task(trial.task)
+    use_compilation_cache(spec, out_dir)  # here, so that Ray workers use it too
     trial_dir = Path(out_dir) / TRIALS_DIR / trial.trial_id
     trial_dir.mkdir(parents=True, exist_ok=True)
     previous = read_record(trial_dir)
