@@ -7,7 +7,7 @@ skeleton is a new instance here, not new code elsewhere.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,6 +150,12 @@ def get_schema(name: str | KeypointSchema) -> KeypointSchema:
             f"unknown keypoint schema {name!r}; known: {', '.join(available_schemas())} "
             f"(register a custom one with efficienthrnet.keypoints.register_schema)"
         ) from None
+
+
+def schema_for_keypoints(names: Sequence[str]) -> KeypointSchema | None:
+    """The registered schema whose keypoint names are exactly `names` (in order), or None."""
+    names = tuple(names)
+    return next((s for s in SCHEMAS.values() if s.keypoints == names), None)
 
 
 def schema_to_dict(schema: KeypointSchema) -> dict[str, Any]:

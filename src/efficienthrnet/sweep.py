@@ -63,11 +63,13 @@ class DataSpec:
       dir: dataset root; relative paths are relative to the current directory.
       synthetic: keyword arguments of `efficienthrnet.data.synthetic.make_synthetic_dataset`
         (num_images, image_size, seed, val_fraction) used when ``dir`` holds no dataset yet.
+      keypoints: the registered keypoint schema of the data and the models ("coco17", "crowdpose").
     """
 
     kind: str
     dir: str
     synthetic: Mapping[str, Any] = field(default_factory=dict)
+    keypoints: str = "coco17"
 
     @property
     def spec_string(self) -> str:
@@ -244,6 +246,8 @@ def _check_spec(spec: SweepSpec, where: str) -> None:
         raise ValueError(f"{where}: rules {spec.rules!r} must be rule names or paths to rule files")
     if spec.data is not None and spec.data.kind not in DATA_KINDS:
         raise ValueError(f"{where}: data.kind {spec.data.kind!r} must be one of {DATA_KINDS}")
+    if spec.data is not None:
+        _check_data_keypoints(spec.data, where)
     if spec.evaluate.split not in ("train", "val"):
         raise ValueError(f"{where}: evaluate.split {spec.evaluate.split!r} must be 'train' or 'val'")
     if spec.evaluate.limit is not None and spec.evaluate.limit < 1:
@@ -260,6 +264,17 @@ def _check_spec(spec: SweepSpec, where: str) -> None:
         if spec.data is None:
             raise ValueError(f"{where}: task 'pose' needs a [data] table (kind, dir)")
         _check_train_table(spec.train, where)
+
+
+def _check_data_keypoints(data: DataSpec, where: str) -> None:
+    from .keypoints import get_schema
+
+    try:
+        get_schema(data.keypoints)
+    except ValueError as err:
+        raise ValueError(f"{where}: data.keypoints: {err}") from None
+    if "schema" in data.synthetic:
+        raise ValueError(f"{where}: data.synthetic.schema is not a field; set the schema with [data] keypoints")
 
 
 def _check_train_table(train: Mapping[str, Any], where: str) -> None:
@@ -295,6 +310,7 @@ class Trial:
     rule: str
     phi: float
     seed: int
+    keypoints: str = "coco17"  # the schema of the whole sweep, so not part of the trial id
 
     @property
     def rule_name(self) -> str:
@@ -310,7 +326,7 @@ class Trial:
         """The trial's architecture at the rule's own input size."""
         from .scaling import generate_config
 
-        return generate_config(self.phi, self.rule)
+        return generate_config(self.phi, self.rule, keypoints=self.keypoints)
 
 
 def expand_trials(spec: SweepSpec) -> list[Trial]:
@@ -328,7 +344,7 @@ def expand_trials(spec: SweepSpec) -> list[Trial]:
     for phi in spec.phi:
         for rule in spec.rules:
             for seed in spec.seeds:
-                trials.append(Trial(spec.task, rule, phi, seed))
+                trials.append(Trial(spec.task, rule, phi, seed, spec.data.keypoints if spec.data else "coco17"))
     ids = [t.trial_id for t in trials]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
@@ -339,15 +355,20 @@ def expand_trials(spec: SweepSpec) -> list[Trial]:
 
 def trial_settings(trial: Trial, spec: SweepSpec) -> dict[str, Any]:
     """Everything that determines a trial's result; a finished trial is reused only if it matches."""
-    settings = {"trial": dataclasses.asdict(trial), "options": dict(spec.options)}
+    settings = {"trial": _without_default_keypoints(dataclasses.asdict(trial)), "options": dict(spec.options)}
     if spec.task != "profile":
-        settings.update(data=dataclasses.asdict(spec.data) if spec.data else None,
+        settings.update(data=_without_default_keypoints(dataclasses.asdict(spec.data)) if spec.data else None,
                         train=dict(spec.train), evaluate=dataclasses.asdict(spec.evaluate))
     latency = dataclasses.asdict(spec.latency)
     latency["phi"] = latency["rules"] = None  # which trials are timed is settled by `enabled`
     latency["enabled"] = spec.latency.wants(trial.phi, trial.rule)
     settings["latency"] = latency
     return json.loads(json.dumps(settings))
+
+
+def _without_default_keypoints(table: dict[str, Any]) -> dict[str, Any]:
+    """COCO-17 is left out, so that sweep folders written before schemas were a choice still resume."""
+    return {k: v for k, v in table.items() if not (k == "keypoints" and v == "coco17")}
 
 
 # ------------------------------------------------------------------------------------- tasks
@@ -433,7 +454,7 @@ def ensure_dataset(data: DataSpec) -> str:
             if not data.synthetic:
                 raise ValueError(f"synthetic dataset {root} does not exist and the spec's [data.synthetic] "
                                  f"table (num_images, image_size, seed) is empty: add it to generate one")
-            make_synthetic_dataset(root, **dict(data.synthetic))
+            make_synthetic_dataset(root, schema=data.keypoints, **dict(data.synthetic))
     elif not (root / "annotations").is_dir():
         raise FileNotFoundError(f"COCO dataset {root} has no annotations/ folder; point data.dir at the COCO 2017 "
                                 f"root (annotations/person_keypoints_*2017.json, train2017/, val2017/)")
