@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import xla_optimizations_off
 from efficienthrnet import keypoints as K
 from efficienthrnet.cli import main
 from efficienthrnet.data.coco import CocoKeypoints
@@ -19,8 +20,6 @@ from efficienthrnet.keypoints import COCO17, CROWDPOSE14, KeypointSchema
 from efficienthrnet.scaling import generate_config
 from efficienthrnet.sweep import ensure_dataset, expand_trials, load_spec, trial_settings
 from efficienthrnet.train import restore_run_schema
-
-from conftest import xla_optimizations_off
 
 # A custom schema: COCO's arms only (every name is one the synthetic body model places).
 ARMS = KeypointSchema(
@@ -300,7 +299,6 @@ def crowd_run(tmp_path_factory):
 @pytest.mark.slow
 def test_crowdpose_end_to_end(crowd_run, capsys):
     from efficienthrnet.predict import PredictConfig, Predictor
-    from efficienthrnet.train import load_for_inference
 
     data, run = crowd_run["data"], crowd_run["run"]
     stored = json.loads((run / "config.json").read_text())
@@ -315,8 +313,7 @@ def test_crowdpose_end_to_end(crowd_run, capsys):
         results = json.loads((run / "eval.json").read_text())
         assert all(len(r["keypoints"]) == 42 for r in results)
         # predict: the schema comes from the run; its people carry 14 keypoints
-        cfg, model, variables = load_for_inference(run)
-        predictor = Predictor(model, variables, cfg.keypoints, PredictConfig(input_size=64, flip=False))
+        predictor = Predictor.from_run(run, config=PredictConfig(input_size=64, flip=False))
         image = CocoKeypoints.from_spec(f"synthetic:{data}", "val", schema="crowdpose").load_image(3)
         found = predictor(image)
         assert predictor.schema is CROWDPOSE14 and found.keypoints.shape[1:] == (14, 3)

@@ -22,7 +22,13 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from efficienthrnet.keypoints import COCO17, KeypointSchema, available_schemas, get_schema, schema_for_keypoints
+from efficienthrnet.keypoints import (
+    COCO17,
+    KeypointSchema,
+    available_schemas,
+    get_schema,
+    schema_for_keypoints,
+)
 
 # The order of COCOeval.stats for iouType "keypoints".
 METRIC_NAMES = ("AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75", "ARM", "ARL")
