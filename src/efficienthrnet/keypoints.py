@@ -130,8 +130,7 @@ def register_schema(schema: KeypointSchema) -> KeypointSchema:
             f"keypoint schema name {schema.name!r} is already registered with another definition "
             f"({known.num_keypoints} keypoints: {', '.join(known.keypoints)}); choose another name"
         )
-    SCHEMAS[schema.name] = schema
-    return schema
+    return SCHEMAS.setdefault(schema.name, schema)  # an equal definition keeps the registered object
 
 
 def available_schemas() -> list[str]:
