@@ -449,7 +449,7 @@ def check_same_architecture(stored: ModelConfig, requested: ModelConfig, where: 
     if not stored.same_architecture(requested):
         raise ValueError(
             f"{where} holds a model with {describe_model(stored)}, but the requested model has "
-            f"{describe_model(requested)}; pass the same phi and rule as the run, or use a new run dir"
+            f"{describe_model(requested)}; pass the same phi, rule and keypoints as the run, or use a new run dir"
         )
 
 
