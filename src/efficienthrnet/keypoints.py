@@ -3,6 +3,11 @@
 Everything that depends on the set of keypoints (head channels, flip permutation,
 grouping order, OKS sigmas, drawing) reads it from a `KeypointSchema`, so another
 skeleton is a new instance here, not new code elsewhere.
+
+Schemas are named choices: `register_schema` makes one known to the CLI (`--keypoints NAME`),
+sweep specs (`[data] keypoints`) and run reloading; COCO-17 ("coco17") and CrowdPose-14
+("crowdpose") are registered on import. A run stores its schema's definition
+(`schema_to_dict`), and `restore_schema` registers it again in a fresh process.
 """
 
 from __future__ import annotations
