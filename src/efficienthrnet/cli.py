@@ -32,6 +32,30 @@ def _phi_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+# ----------------------------------------------------------------------------- keypoint schema
+
+
+def _add_keypoints_option(p, from_run: bool = False) -> None:
+    """--keypoints NAME: a registered keypoint schema (from_run: default the run's stored one)."""
+    default = "the run's own" if from_run else "coco17"
+
+    def schema_name(text: str) -> str:
+        from .keypoints import get_schema
+
+        try:
+            return get_schema(text).name
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    p.add_argument("--keypoints", type=schema_name, default=None, metavar="NAME",
+                   help=f"keypoint schema: coco17, crowdpose or a registered one (default: {default})")
+
+
+def _keypoints(args) -> str:
+    """The schema name a command writes with: --keypoints, else COCO-17."""
+    return args.keypoints or "coco17"
+
+
 # ----------------------------------------------------------------------------- config
 
 
@@ -40,6 +64,7 @@ def _add_config(sub) -> Callable:
     p.add_argument("--phi", type=float, required=True, help="compound coefficient (any real in the rule's range)")
     p.add_argument("--rule", default="efficienthrnet", help="rule name in scaling_rules/ or a path to a .toml")
     p.add_argument("--json", action="store_true", help="print the ModelConfig as JSON")
+    _add_keypoints_option(p)
     return _run_config
 
 
@@ -54,7 +79,7 @@ def _fmt(value) -> str:
 def _run_config(args) -> int:
     from .scaling import explain, generate_config
 
-    cfg = generate_config(args.phi, args.rule)
+    cfg = generate_config(args.phi, args.rule, keypoints=_keypoints(args))
     if args.json:
         print(json.dumps({"config": cfg.to_dict(), "scaling": explain(args.phi, args.rule)}, indent=2))
         return 0
@@ -87,6 +112,7 @@ def _add_make_synthetic(sub) -> Callable:
     p.add_argument("--max-people", type=int, default=8, help="at most this many people per image (1..8)")
     p.add_argument("--min-height", type=float, default=0.35,
                    help="shortest person with keypoints, as a fraction of the image side (0.1..0.85)")
+    _add_keypoints_option(p)
     return _run_make_synthetic
 
 
@@ -96,6 +122,7 @@ def _run_make_synthetic(args) -> int:
     summary = make_synthetic_dataset(
         out_dir=args.out, num_images=args.images, image_size=args.size, seed=args.seed,
         val_fraction=args.val_fraction, max_people=args.max_people, min_height=args.min_height,
+        schema=_keypoints(args),
     )
     print(json.dumps(summary, indent=2, default=str))
     return 0
@@ -147,6 +174,7 @@ def _add_train(sub) -> Callable:
     p.add_argument("--distributed", action="store_true", help="jax.distributed.initialize() first (multi-host)")
     p.add_argument("--out", required=True, help="run folder (config.json, metrics.jsonl, checkpoints/)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    _add_keypoints_option(p)
     return _run_train
 
 
@@ -154,7 +182,7 @@ def _run_train(args) -> int:
     from .scaling import generate_config
     from .train import TrainConfig, train
 
-    model_config = generate_config(args.phi, args.rule)
+    model_config = generate_config(args.phi, args.rule, keypoints=_keypoints(args))
     config = TrainConfig(
         steps=args.steps, batch_size=args.batch, learning_rate=args.lr, warmup_steps=args.warmup_steps,
         weight_decay=args.weight_decay, freeze_backbone=args.freeze_backbone,
@@ -184,6 +212,7 @@ def _add_predict_options(p) -> None:
     p.add_argument("--scales", type=_phi_list, default=[1.0], help="test scales, e.g. 0.5,1,1.5")
     p.add_argument("--no-adjust", action="store_true")
     p.add_argument("--no-refine", action="store_true")
+    _add_keypoints_option(p, from_run=True)
 
 
 def _predictor(args):
@@ -191,7 +220,7 @@ def _predictor(args):
     from .predict import PredictConfig, Predictor
     from .train import load_for_inference
 
-    model_config, model, variables = load_for_inference(args.checkpoint, args.step)
+    model_config, model, variables = load_for_inference(args.checkpoint, args.step, keypoints=args.keypoints)
     decode = DecodeConfig(adjust=not args.no_adjust, refine=not args.no_refine)
     config = PredictConfig(input_size=args.input_size or model_config.input_size, scales=tuple(args.scales),
                            flip=not args.no_flip, decode=decode)
@@ -256,7 +285,7 @@ def _run_predict(args) -> int:
     predictor, _ = _predictor(args)
     found = predictor(image)
     with atomic_path(args.out) as tmp:
-        save_people_png(tmp, image, found.keypoints, scores=found.scores)
+        save_people_png(tmp, image, found.keypoints, scores=found.scores, schema=predictor.schema)
     if args.maps:
         heat, tags, _ = predictor.maps(image)
         with atomic_path(args.maps) as tmp:
@@ -343,6 +372,7 @@ def _add_convert(sub) -> Callable:
     p.add_argument("--rule", default="reference")
     p.add_argument("--backbone-only", action="store_true", help="a compact EfficientNet checkpoint")
     p.add_argument("--out", required=True, help="output .msgpack file (flax.serialization)")
+    _add_keypoints_option(p)
     return _run_convert
 
 
@@ -355,7 +385,7 @@ def _run_convert(args) -> int:
     from .files import check_output_file, write_bytes_atomic, write_text_atomic
     from .scaling import generate_config
 
-    cfg = generate_config(args.phi, args.rule)
+    cfg = generate_config(args.phi, args.rule, keypoints=_keypoints(args))
     config_path = Path(args.out).with_suffix(".config.json")
     check_output_file(args.out, "--out")
     check_output_file(config_path, "config file")

@@ -22,6 +22,14 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from efficienthrnet.keypoints import (
+    COCO17,
+    KeypointSchema,
+    available_schemas,
+    get_schema,
+    schema_for_keypoints,
+)
+
 # The order of COCOeval.stats for iouType "keypoints".
 METRIC_NAMES = ("AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75", "ARM", "ARL")
 PERSON_CATEGORY_ID = 1
@@ -59,7 +67,7 @@ def coco_results(
     ]
 
 
-def _as_coco(gt: str | os.PathLike | COCO) -> COCO:
+def _as_coco(gt: str | os.PathLike | COCO, schema: KeypointSchema = COCO17) -> COCO:
     """The ground truth as a COCO object whose annotations all carry the bbox and area COCOeval reads.
 
     A missing area is filled in from the bbox, as the reader does (see
@@ -72,7 +80,7 @@ def _as_coco(gt: str | os.PathLike | COCO) -> COCO:
         fill_missing_areas(list(gt.anns.values()))  # the same dicts as gt.dataset's: filled in place
     else:
         source = str(gt)
-        gt = load_coco_annotations(gt)
+        gt = load_coco_annotations(gt, schema)
     for ann in gt.anns.values():
         if "bbox" not in ann:
             raise ValueError(
@@ -82,11 +90,35 @@ def _as_coco(gt: str | os.PathLike | COCO) -> COCO:
     return gt
 
 
+def ground_truth_schema(gt: str | os.PathLike | COCO) -> KeypointSchema:
+    """The registered schema named by the ground truth's person category (its `keypoints` list).
+
+    COCO-17 when the file names no keypoints; an error when it names a list no schema has.
+    """
+    if isinstance(gt, COCO):
+        categories = list(gt.cats.values())
+    else:
+        with open(gt) as f:
+            categories = json.load(f).get("categories") or []
+    named = [c["keypoints"] for c in categories if isinstance(c, dict) and c.get("keypoints")]
+    if not named:
+        return COCO17
+    schema = schema_for_keypoints(named[0])
+    if schema is None:
+        where = "the ground truth" if isinstance(gt, COCO) else str(gt)
+        raise ValueError(
+            f"{where} names keypoints {named[0]} that no registered schema has ({', '.join(available_schemas())}); "
+            f"register one with efficienthrnet.keypoints.register_schema or pass schema="
+        )
+    return schema
+
+
 def score_coco(
     gt: str | os.PathLike | COCO,
     results: Sequence[dict[str, Any]],
     sigmas: Sequence[float] | np.ndarray | None = None,
     image_ids: Sequence[int] | None = None,
+    schema: KeypointSchema | str | None = None,
 ) -> dict[str, float]:
     """Run COCOeval('keypoints') and return {AP, AP50, AP75, APM, APL, AR, AR50, AR75, ARM, ARL}.
 
@@ -94,12 +126,18 @@ def score_coco(
       gt: the ground-truth annotation JSON path or a pycocotools COCO object. Annotations without
         'area' get 0.53 x bbox width x height (CrowdPose's convention; see `_as_coco`).
       results: COCO keypoint result entries (see `coco_results`).
-      sigmas: per-keypoint OKS sigmas (default: COCOeval's, which are COCO-17's).
+      sigmas: per-keypoint OKS sigmas (default: the schema's).
       image_ids: evaluate only these images (default: every image of the ground truth).
+      schema: the keypoint schema (default: the one the ground truth's category names).
 
     An empty result list scores 0 everywhere (pycocotools cannot load one).
     """
-    coco_gt = _as_coco(gt)
+    if schema is not None:
+        schema = get_schema(schema)
+    elif sigmas is None or not isinstance(gt, COCO):  # needed to read the file or for its sigmas
+        schema = ground_truth_schema(gt)
+    coco_gt = _as_coco(gt, schema or COCO17)
+    sigmas = schema.sigmas_array if sigmas is None else sigmas
     if len(results) == 0:
         return {name: 0.0 for name in METRIC_NAMES}
     known = set(coco_gt.getImgIds())
@@ -173,7 +211,8 @@ def evaluate_dataset(
             json.dump(results, f)
     schema = getattr(dataset, "schema", None)
     metrics: dict[str, Any] = score_coco(
-        dataset.coco, results, sigmas=None if schema is None else schema.sigmas_array, image_ids=image_ids
+        dataset.coco, results, sigmas=None if schema is None else schema.sigmas_array, image_ids=image_ids,
+        schema=schema,
     )
     metrics.update(
         num_images=len(image_ids),

@@ -180,7 +180,8 @@ class Predictor:
 
     Build it from a flax model and its variables (`Predictor(model, variables, schema,
     config)`), or from any `apply_fn(variables, images_nhwc) -> (out4, out2)` with
-    `Predictor.from_apply_fn`. `num_compilations` counts how often the network function was
+    `Predictor.from_apply_fn`, or from a training run folder with `Predictor.from_run` (which
+    restores the run's keypoint schema). `num_compilations` counts how often the network function was
     traced (once per input shape); `all_canvas_shapes(config)` bounds it.
     """
 
@@ -197,6 +198,21 @@ class Predictor:
         self = cls.__new__(cls)
         self._init(apply_fn, variables, schema, config)
         return self
+
+    @classmethod
+    def from_run(
+        cls, run_dir, step: int | None = None, config: PredictConfig | None = None, keypoints: str | None = None
+    ) -> Predictor:
+        """A training run's checkpoint (latest by default) with the keypoint schema the run stored.
+
+        ``config`` defaults to the training input size; ``keypoints``, when given, must name the
+        run's schema (see `efficienthrnet.train.load_for_inference`).
+        """
+        from efficienthrnet.train import load_for_inference
+
+        model_config, model, variables = load_for_inference(run_dir, step, keypoints=keypoints)
+        config = PredictConfig(input_size=model_config.input_size) if config is None else config
+        return cls(model, variables, model_config.keypoints, config)
 
     def _init(self, apply_fn, variables, schema, config: PredictConfig) -> None:
         self.schema = get_schema(schema)

@@ -693,15 +693,15 @@ def proxy_input_size(native: int, scale: float, multiple: int = NETWORK_STRIDE) 
     return max(MIN_PROXY_INPUT, int(math.floor(native * scale / multiple + 1 / 2)) * multiple)
 
 
-def _macs_at(phi: float, rule: ScalingRule, resolution_scale: float) -> int:
+def _macs_at(phi: float, rule: ScalingRule, resolution_scale: float, keypoints: str = "coco17") -> int:
     from .complexity import profile  # costing sits above the pure rules; only this entry point needs it
 
-    cfg = generate_config(phi, rule)
+    cfg = generate_config(phi, rule, keypoints)
     return profile(cfg, proxy_input_size(cfg.input_size, resolution_scale)).macs
 
 
 def phi_for_budget(macs: float, rule: str | Path | ScalingRule = "efficienthrnet",
-                   resolution_scale: float = 1.0) -> float:
+                   resolution_scale: float = 1.0, keypoints: str = "coco17") -> float:
     """The largest phi on a 0.01 grid inside the rule's range whose exact MACs fit ``macs``.
 
     MACs are counted by `efficienthrnet.complexity.profile` at the input size the model would run
@@ -716,7 +716,8 @@ def phi_for_budget(macs: float, rule: str | Path | ScalingRule = "efficienthrnet
     lo = math.ceil(rule.phi.min / BUDGET_PHI_STEP - 1e-9)
     hi = math.floor(rule.phi.max / BUDGET_PHI_STEP + 1e-9)
     grid = lambda k: round(k * BUDGET_PHI_STEP, PHI_DECIMALS) + 0.0  # noqa: E731 - exact names, no -0.0
-    cheapest, dearest = _macs_at(grid(lo), rule, resolution_scale), _macs_at(grid(hi), rule, resolution_scale)
+    cost = lambda k: _macs_at(grid(k), rule, resolution_scale, keypoints)  # noqa: E731 - the schema sets the head
+    cheapest, dearest = cost(lo), cost(hi)
     if not cheapest <= macs <= dearest:
         raise ValueError(
             f"a budget of {macs:.4g} MACs lies outside rule {rule.name!r} at resolution_scale "
@@ -725,7 +726,7 @@ def phi_for_budget(macs: float, rule: str | Path | ScalingRule = "efficienthrnet
         )
     while lo < hi:  # invariant: grid(lo) fits the budget; find the last grid point that does
         mid = (lo + hi + 1) // 2
-        if _macs_at(grid(mid), rule, resolution_scale) <= macs:
+        if cost(mid) <= macs:
             lo = mid
         else:
             hi = mid - 1

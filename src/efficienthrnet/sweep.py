@@ -64,11 +64,13 @@ class DataSpec:
       dir: dataset root; relative paths are relative to the current directory.
       synthetic: keyword arguments of `efficienthrnet.data.synthetic.make_synthetic_dataset`
         (num_images, image_size, seed, val_fraction) used when ``dir`` holds no dataset yet.
+      keypoints: the registered keypoint schema of the data and the models ("coco17", "crowdpose").
     """
 
     kind: str
     dir: str
     synthetic: Mapping[str, Any] = field(default_factory=dict)
+    keypoints: str = "coco17"
 
     @property
     def spec_string(self) -> str:
@@ -278,6 +280,8 @@ def _check_spec(spec: SweepSpec, where: str) -> None:
         raise ValueError(f"{where}: rules {spec.rules!r} must be rule names or paths to rule files")
     if spec.data is not None and spec.data.kind not in DATA_KINDS:
         raise ValueError(f"{where}: data.kind {spec.data.kind!r} must be one of {DATA_KINDS}")
+    if spec.data is not None:
+        _check_data_keypoints(spec.data, where)
     if spec.evaluate.split not in ("train", "val"):
         raise ValueError(f"{where}: evaluate.split {spec.evaluate.split!r} must be 'train' or 'val'")
     if spec.evaluate.limit is not None and spec.evaluate.limit < 1:
@@ -301,6 +305,17 @@ def _check_spec(spec: SweepSpec, where: str) -> None:
 
 #: [train] keys the sweep resolves per trial before the rest becomes a TrainConfig.
 SWEEP_TRAIN_KEYS = ("seed", "resolution_scale")
+
+
+def _check_data_keypoints(data: DataSpec, where: str) -> None:
+    from .keypoints import get_schema
+
+    try:
+        get_schema(data.keypoints)
+    except ValueError as err:
+        raise ValueError(f"{where}: data.keypoints: {err}") from None
+    if "schema" in data.synthetic:
+        raise ValueError(f"{where}: data.synthetic.schema is not a field; set the schema with [data] keypoints")
 
 
 def _check_train_table(train: Mapping[str, Any], where: str) -> None:
@@ -361,6 +376,7 @@ class Trial:
     seed: int
     budget_macs: float | None = None
     steps: int | None = None
+    keypoints: str = "coco17"  # the schema of the whole sweep, so not part of the trial id
 
     @property
     def rule_name(self) -> str:
@@ -378,7 +394,7 @@ class Trial:
         """The trial's architecture at the rule's own input size."""
         from .scaling import generate_config
 
-        return generate_config(self.phi, self.rule)
+        return generate_config(self.phi, self.rule, keypoints=self.keypoints)
 
 
 def design_points(spec: SweepSpec) -> list[tuple[str, float, float | None]]:
@@ -392,7 +408,8 @@ def design_points(spec: SweepSpec) -> list[tuple[str, float, float | None]]:
 
     if spec.budgets_macs:
         scale = spec.resolution_scale or 1.0
-        return [(rule, phi_for_budget(budget, rule, scale), budget)
+        keypoints = spec.data.keypoints if spec.data else "coco17"
+        return [(rule, phi_for_budget(budget, rule, scale, keypoints), budget)
                 for budget in spec.budgets_macs for rule in spec.rules]
     for rule in spec.rules:
         loaded = get_rule(rule)
@@ -407,11 +424,12 @@ def expand_trials(spec: SweepSpec) -> list[Trial]:
     Raises ValueError when a phi lies outside a rule's valid range, a budget outside a rule's
     costs, or two trials would share an id.
     """
+    keypoints = spec.data.keypoints if spec.data else "coco17"
     trials = []
     for rule, phi, budget in design_points(spec):
         for seed in spec.seeds:
             for steps in spec.step_budgets:
-                trials.append(Trial(spec.task, rule, phi, seed, budget, steps))
+                trials.append(Trial(spec.task, rule, phi, seed, budget_macs=budget, steps=steps, keypoints=keypoints))
     ids = [t.trial_id for t in trials]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
@@ -425,17 +443,22 @@ _OPTIONAL_TRIAL_FIELDS = ("budget_macs", "steps")
 
 def trial_settings(trial: Trial, spec: SweepSpec) -> dict[str, Any]:
     """Everything that determines a trial's result; a finished trial is reused only if it matches."""
-    # Budget and steps only when set, so folders of sweeps without them still resume.
+    # Budget, steps and a non-default schema only when set, so folders of older sweeps still resume.
     trial_fields = {k: v for k, v in dataclasses.asdict(trial).items() if v is not None or k not in _OPTIONAL_TRIAL_FIELDS}
-    settings = {"trial": trial_fields, "options": dict(spec.options)}
+    settings = {"trial": _without_default_keypoints(trial_fields), "options": dict(spec.options)}
     if spec.task != "profile":
-        settings.update(data=dataclasses.asdict(spec.data) if spec.data else None,
+        settings.update(data=_without_default_keypoints(dataclasses.asdict(spec.data)) if spec.data else None,
                         train=dict(spec.train), evaluate=dataclasses.asdict(spec.evaluate))
     latency = dataclasses.asdict(spec.latency)
     latency["phi"] = latency["rules"] = None  # which trials are timed is settled by `enabled`
     latency["enabled"] = spec.latency.wants(trial.phi, trial.rule)
     settings["latency"] = latency
     return json.loads(json.dumps(settings))
+
+
+def _without_default_keypoints(table: dict[str, Any]) -> dict[str, Any]:
+    """COCO-17 is left out, so that sweep folders written before schemas were a choice still resume."""
+    return {k: v for k, v in table.items() if not (k == "keypoints" and v == "coco17")}
 
 
 # ------------------------------------------------------------------------------------- tasks
@@ -521,7 +544,7 @@ def ensure_dataset(data: DataSpec) -> str:
             if not data.synthetic:
                 raise ValueError(f"synthetic dataset {root} does not exist and the spec's [data.synthetic] "
                                  f"table (num_images, image_size, seed) is empty: add it to generate one")
-            make_synthetic_dataset(root, **dict(data.synthetic))
+            make_synthetic_dataset(root, schema=data.keypoints, **dict(data.synthetic))
     elif not (root / "annotations").is_dir():
         raise FileNotFoundError(f"COCO dataset {root} has no annotations/ folder; point data.dir at the COCO 2017 "
                                 f"root (annotations/person_keypoints_*2017.json, train2017/, val2017/)")

@@ -48,6 +48,7 @@ from jax.sharding import PartitionSpec as P
 from efficienthrnet.data.augment import AugmentConfig
 from efficienthrnet.config import NETWORK_STRIDE, ModelConfig, check_finite
 from efficienthrnet.files import check_output_dir, write_text_atomic
+from efficienthrnet.keypoints import get_schema, restore_schema, schema_to_dict
 from efficienthrnet.losses import PUSH_LOSSES, LossWeights, compute_losses
 
 #: Batch entries the step needs on the device (the rest, e.g. "image_id", stay on the host).
@@ -452,7 +453,7 @@ CHECKPOINT_DIR = "checkpoints"
 
 def describe_model(config: ModelConfig) -> str:
     """Short human name of an architecture for error messages: rule, phi, input size."""
-    return f"rule={config.rule!r} phi={config.phi:g} (input {config.input_size})"
+    return f"rule={config.rule!r} phi={config.phi:g} keypoints={config.keypoints!r} (input {config.input_size})"
 
 
 def check_same_architecture(stored: ModelConfig, requested: ModelConfig, where: str) -> None:
@@ -460,7 +461,7 @@ def check_same_architecture(stored: ModelConfig, requested: ModelConfig, where: 
     if not stored.same_architecture(requested):
         raise ValueError(
             f"{where} holds a model with {describe_model(stored)}, but the requested model has "
-            f"{describe_model(requested)}; pass the same phi and rule as the run, or use a new run dir"
+            f"{describe_model(requested)}; pass the same phi, rule and keypoints as the run, or use a new run dir"
         )
 
 
@@ -662,7 +663,8 @@ def write_run_config(run_dir: Path, model_config: ModelConfig, config: TrainConf
     if jax.process_index() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         data = data_spec if data_spec is None or isinstance(data_spec, str) else repr(data_spec)
-        record = {"model": model_config.to_dict(), "train": config.to_dict(), "data": data}
+        record = {"model": model_config.to_dict(), "train": config.to_dict(), "data": data,
+                  "keypoints": schema_to_dict(get_schema(model_config.keypoints))}
         write_text_atomic(run_dir / CONFIG_FILE, json.dumps(record, indent=2))
 
 
@@ -911,6 +913,30 @@ def train(
     }
 
 
+def restore_run_schema(record: Mapping[str, Any], run_dir: Path, requested: str | None = None) -> str:
+    """Register the keypoint schema a run was trained with and return its name.
+
+    The run's config.json stores the schema's definition, so a run with a custom schema reloads
+    in a fresh process; runs written before that store only the name, which must be registered.
+    ``requested`` (an explicit --keypoints) must name the same schema.
+    """
+    stored = record["model"]["keypoints"]
+    where = f"{run_dir / CONFIG_FILE} field 'keypoints'"
+    if "keypoints" in record:
+        restore_schema(record["keypoints"], where)
+    else:
+        try:
+            get_schema(stored)
+        except ValueError as err:
+            raise ValueError(f"{run_dir / CONFIG_FILE}: {err}") from None
+    if requested is not None and get_schema(requested).name != stored:
+        raise ValueError(
+            f"keypoints {get_schema(requested).name!r} were asked for, but run {run_dir} was trained with "
+            f"keypoint schema {stored!r}; leave --keypoints out or pass --keypoints {stored}"
+        )
+    return stored
+
+
 def checkpoint_steps(run_dir: str | os.PathLike) -> list[int]:
     """Steps of the checkpoints present in a run folder, ascending."""
     folder = Path(run_dir) / CHECKPOINT_DIR
@@ -920,15 +946,23 @@ def checkpoint_steps(run_dir: str | os.PathLike) -> list[int]:
 
 
 def load_for_inference(
-    run_dir: str | os.PathLike, step: int | None = None, *, model: nn.Module | None = None
+    run_dir: str | os.PathLike,
+    step: int | None = None,
+    *,
+    model: nn.Module | None = None,
+    keypoints: str | None = None,
 ) -> tuple[ModelConfig, nn.Module, dict[str, Any]]:
     """Model config, module and ``{"params", "batch_stats"}`` of a run's checkpoint (latest by default).
 
     The model config is the one trained (at the training input size); ``model`` overrides the
-    module built from it (for custom networks trained through ``train(model=...)``).
+    module built from it (for custom networks trained through ``train(model=...)``). The run's
+    keypoint schema is registered on the way (see `restore_run_schema`); ``keypoints``, when
+    given, must name it.
     """
     run_dir = Path(run_dir)
-    model_config = ModelConfig.from_dict(_read_run_config(run_dir)["model"])
+    record = _read_run_config(run_dir)
+    model_config = ModelConfig.from_dict(record["model"])
+    restore_run_schema(record, run_dir, keypoints)
     steps = checkpoint_steps(run_dir)
     if not steps:
         raise FileNotFoundError(f"{run_dir / CHECKPOINT_DIR} holds no checkpoint; train first")

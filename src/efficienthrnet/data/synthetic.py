@@ -1,11 +1,16 @@
 """A synthetic multi-person keypoint dataset, written in exactly the COCO keypoints format.
 
-Each image holds 1 to 8 stick figures drawn from a small 2D kinematic model of the COCO-17
-skeleton (segment lengths from the person's height, joint angles in plausible ranges, facing the
+Each image holds 1 to 8 stick figures drawn from a small 2D kinematic model of the human body
+(segment lengths from the person's height, joint angles in plausible ranges, facing the
 camera or turned away) on a smooth, noisy background with a few muted distractor shapes. Every
 drawn joint is a small disc whose colour depends on the keypoint type (left and right joints have
 clearly different hues), limbs are thick lines coloured by body side, so a small CNN can learn the
 task in minutes; rotations, scales, partial occlusion and truncation keep it from being trivial.
+
+The body model places COCO-17's joints plus a head top and a neck (`BODY_POINTS`), so any keypoint
+schema whose names are among those can be generated: COCO-17, CrowdPose-14 ("head" = the top of
+the head, "neck" = just above the shoulders' midpoint), or a custom subset. Only the schema's
+keypoints are drawn as coloured discs.
 
 Annotation details, as in COCO:
   * v=2 visible and drawn; v=1 inside the image but hidden (by a later person or an occluder
@@ -43,7 +48,9 @@ _JPEG_QUALITY = 95
 # COCO-17 indices used by the body model.
 (NOSE, L_EYE, R_EYE, L_EAR, R_EAR, L_SHO, R_SHO, L_ELB, R_ELB, L_WRI, R_WRI,
  L_HIP, R_HIP, L_KNE, R_KNE, L_ANK, R_ANK) = range(17)  # fmt: skip
-_FACE = (NOSE, L_EYE, R_EYE, L_EAR, R_EAR)
+HEAD_TOP, NECK = 17, 18  # points the body model adds to COCO's joints
+BODY_POINTS = COCO17.keypoints + ("head", "neck")
+_FACE = (NOSE, L_EYE, R_EYE, L_EAR, R_EAR, HEAD_TOP)
 _LEFT_LIMBS = ((L_SHO, L_ELB), (L_ELB, L_WRI), (L_HIP, L_KNE), (L_KNE, L_ANK))
 _RIGHT_LIMBS = ((R_SHO, R_ELB), (R_ELB, R_WRI), (R_HIP, R_KNE), (R_KNE, R_ANK))
 _LIMB_LEFT_COLOUR = np.array([40.0, 110.0, 255.0])  # RGB, blue side
@@ -52,16 +59,41 @@ _DRAW_SHIFT = 4  # cv2 fixed-point bits: sub-pixel accurate discs
 _SUB = 1 << _DRAW_SHIFT
 
 
+def _hue_stride(num: int) -> int:
+    """A stride coprime to num (7 for COCO-17), so that stepping through the hues visits them all."""
+    return next((s for s in (7, 5, 3, 11, 13) if np.gcd(s, num) == 1), 1)
+
+
 def _joint_colours(num: int) -> np.ndarray:
     """Distinct saturated RGB colours per keypoint type; neighbours in index order get far-apart hues."""
-    hues = (np.arange(num) * 7 % num) / num * 180.0  # OpenCV hue range is 0..180
+    hues = (np.arange(num) * _hue_stride(num) % num) / num * 180.0  # OpenCV hue range is 0..180
     hsv = np.stack([hues, np.full(num, 255.0), np.full(num, 255.0)], -1).astype(np.uint8)[None]
     rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0].astype(np.float64)
-    rgb[NOSE] = (255.0, 255.0, 255.0)
+    rgb[0] = (255.0, 255.0, 255.0)  # the first keypoint (COCO's nose) is white
     return rgb
 
 
-_JOINT_COLOURS = _joint_colours(17)
+@dataclass(frozen=True)
+class _Keyset:
+    """Which body points a schema annotates (in the schema's order) and their disc colours."""
+
+    points: tuple[int, ...]
+    colours: np.ndarray
+
+
+def _keyset(schema: KeypointSchema) -> _Keyset:
+    """Map a schema's keypoint names onto the body model's points; refuse names it cannot place."""
+    missing = [k for k in schema.keypoints if k not in BODY_POINTS]
+    if missing:
+        raise ValueError(
+            f"keypoint schema {schema.name!r}: the synthetic body model cannot place {missing}; "
+            f"it places {list(BODY_POINTS)}"
+        )
+    points = tuple(BODY_POINTS.index(k) for k in schema.keypoints)
+    return _Keyset(points, _joint_colours(len(points)))
+
+
+_COCO_KEYSET = _keyset(COCO17)
 
 
 @dataclass
@@ -73,6 +105,8 @@ class _Figure:
     height: float
     head_centre: np.ndarray
     head_radius: float
+    head_top: np.ndarray
+    neck: np.ndarray
     limb_thickness: int
     joint_radius: float
     brightness: float
@@ -84,6 +118,14 @@ class _Figure:
                                                                       [self.head_radius, self.head_radius]]])
         lo, hi = pts.min(0), pts.max(0)
         return lo[0], lo[1], hi[0], hi[1]
+
+    def points(self) -> np.ndarray:
+        """float64 [len(BODY_POINTS), 2]: the joints, head top and neck."""
+        return np.concatenate([self.joints, self.head_top[None], self.neck[None]])
+
+    def points_drawn(self) -> np.ndarray:
+        """bool [len(BODY_POINTS)]: head top and neck are seen from behind too."""
+        return np.concatenate([self.drawn, [True, True]])
 
 
 def _rot(v: np.ndarray, deg: float) -> np.ndarray:
@@ -139,12 +181,18 @@ def _sample_figure(rng: np.random.Generator, height: float, pelvis: np.ndarray) 
         drawn[[NOSE, L_EYE, R_EYE]] = False
     muted = rng.uniform(60, 170, 3)
     muted = muted.mean() + 0.3 * (muted - muted.mean())  # low saturation: no confusion with joints
+    # Derived points draw no random numbers, so adding them left COCO-17 datasets byte-identical.
+    # The head top sits just inside the head disc (on its rim it could round onto the background
+    # and be marked hidden); the neck sits on the drawn neck line, a little above the shoulders.
+    shoulders = (joints[L_SHO] + joints[R_SHO]) / 2
     return _Figure(
         joints=joints,
         drawn=drawn,
         height=height,
         head_centre=head_centre,
         head_radius=head_radius,
+        head_top=head_centre + head_up * 0.85 * head_radius,
+        neck=shoulders + (head_centre - shoulders) * 0.25,
         limb_thickness=max(2, int(round(0.045 * height))),
         joint_radius=max(2.0, 0.03 * height),
         brightness=rng.uniform(0.75, 1.1),
@@ -157,8 +205,11 @@ def _fx(p) -> tuple[int, int]:
     return int(round(p[0] * _SUB)), int(round(p[1] * _SUB))
 
 
-def _draw_figure(canvas: np.ndarray, fig: _Figure, colour_of=None, line=cv2.LINE_AA) -> None:
-    """Draw a figure; colour_of(role, index) -> colour, default the RGB palette.
+def _draw_figure(
+    canvas: np.ndarray, fig: _Figure, colour_of=None, line=cv2.LINE_AA, keyset: _Keyset = _COCO_KEYSET
+) -> None:
+    """Draw a figure with discs on the keyset's points; colour_of(role, index) -> colour, default
+    the RGB palette (index: the keypoint's position in the schema).
 
     Label and mask canvases pass a constant colour and line=cv2.LINE_8 (no blended edge values).
     """
@@ -172,7 +223,7 @@ def _draw_figure(canvas: np.ndarray, fig: _Figure, colour_of=None, line=cv2.LINE
                 return tuple(np.clip(_LIMB_LEFT_COLOUR * fig.brightness, 0, 255))
             if role == "right":
                 return tuple(np.clip(_LIMB_RIGHT_COLOUR * fig.brightness, 0, 255))
-            return tuple(np.clip(_JOINT_COLOURS[k] * fig.brightness, 0, 255))
+            return tuple(np.clip(keyset.colours[k] * fig.brightness, 0, 255))
     j = fig.joints
     torso = np.array([_fx(j[L_SHO]), _fx(j[R_SHO]), _fx(j[R_HIP]), _fx(j[L_HIP])], dtype=np.int32)
     cv2.fillConvexPoly(canvas, torso, colour_of("torso", -1), line, _DRAW_SHIFT)
@@ -182,10 +233,11 @@ def _draw_figure(canvas: np.ndarray, fig: _Figure, colour_of=None, line=cv2.LINE
     for limbs, role in ((_LEFT_LIMBS, "left"), (_RIGHT_LIMBS, "right")):
         for a, b in limbs:
             cv2.line(canvas, _fx(j[a]), _fx(j[b]), colour_of(role, -1), fig.limb_thickness, line, _DRAW_SHIFT)
-    for k in range(17):
-        if fig.drawn[k]:
-            radius = fig.joint_radius * (0.7 if k in _FACE else 1.0)
-            cv2.circle(canvas, _fx(j[k]), int(radius * _SUB), colour_of("joint", k), -1, line, _DRAW_SHIFT)
+    points, drawn = fig.points(), fig.points_drawn()
+    for k, point in enumerate(keyset.points):
+        if drawn[point]:
+            radius = fig.joint_radius * (0.7 if point in _FACE else 1.0)
+            cv2.circle(canvas, _fx(points[point]), int(radius * _SUB), colour_of("joint", k), -1, line, _DRAW_SHIFT)
 
 
 def _silhouette(fig: _Figure, size: int) -> np.ndarray:
@@ -266,9 +318,9 @@ def _box_of(mask: np.ndarray) -> list[float]:
     return [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
 
 
-def _person_annotation(fig: _Figure | None, mask: np.ndarray, keypoints: np.ndarray | None) -> dict:
+def _person_annotation(mask: np.ndarray, keypoints: np.ndarray | None, num_keypoints: int) -> dict:
     bbox = _box_of(mask)
-    kps = np.zeros((17, 3)) if keypoints is None else keypoints
+    kps = np.zeros((num_keypoints, 3)) if keypoints is None else keypoints
     flat = []
     for x, y, v in kps:
         flat += [round(float(x), 2), round(float(y), 2), int(v)] if v > 0 else [0, 0, 0]
@@ -284,10 +336,17 @@ def _person_annotation(fig: _Figure | None, mask: np.ndarray, keypoints: np.ndar
 
 
 def render_synthetic_image(
-    rng: np.random.Generator, size: int, max_people: int = _MAX_PEOPLE, min_height: float = _MIN_HEIGHT
+    rng: np.random.Generator,
+    size: int,
+    max_people: int = _MAX_PEOPLE,
+    min_height: float = _MIN_HEIGHT,
+    schema: KeypointSchema | str = COCO17,
 ) -> tuple[np.ndarray, list[dict]]:
     """One synthetic image (uint8 RGB) and its annotations (without ids), 1..max_people people
-    with keypoints, each at least ``min_height * size`` pixels tall."""
+    with keypoints of `schema`, each at least ``min_height * size`` pixels tall."""
+    schema = get_schema(schema)
+    keyset = _keyset(schema)
+    num_kpts = schema.num_keypoints
     img = _background(rng, size)
     boxes: list = []
     num_people = int(rng.choice(np.arange(1, max_people + 1), p=_people_count_weights(max_people)))
@@ -306,10 +365,10 @@ def render_synthetic_image(
         for _ in range(int(rng.integers(1, 3))):
             fig = _place(rng, size, rng.uniform(0.12, 0.2) * size, boxes, limit=0.05)
             if fig is not None:
-                _draw_figure(img, fig)
+                _draw_figure(img, fig, keyset=keyset)
                 sil = _silhouette(fig, size)
                 if sil.any():
-                    annotations.append(_person_annotation(fig, sil, None))
+                    annotations.append(_person_annotation(sil, None, num_kpts))
     if rng.random() < 0.15:
         w, h = rng.uniform(0.2, 0.35, 2) * size
         for _ in range(20):
@@ -326,7 +385,7 @@ def render_synthetic_image(
                 small = rng.uniform(0.5, 0.8) * h
                 pelvis = np.array([rng.uniform(x0 + 0.15 * small, x0 + w - 0.15 * small), y0 + 0.5 * small + rng.uniform(0, h - small)])
                 fig = _sample_figure(rng, small, pelvis)
-                _draw_figure(img, fig)
+                _draw_figure(img, fig, keyset=keyset)
                 region |= _silhouette(fig, size)
             cv2.rectangle(region.view(np.uint8), (int(x0), int(y0)), (int(x0 + w), int(y0 + h)), 1, -1)
             region = region.astype(bool)
@@ -335,14 +394,14 @@ def render_synthetic_image(
                 "num_keypoints": 0,
                 "area": float(region.sum()),
                 "iscrowd": 1,
-                "keypoints": [0] * 51,
+                "keypoints": [0] * (3 * num_kpts),
                 "bbox": _box_of(region),
                 "category_id": 1,
             })
 
     silhouettes = []
     for k, fig in enumerate(people):
-        _draw_figure(img, fig)
+        _draw_figure(img, fig, keyset=keyset)
         _draw_figure(label, fig, colour_of=lambda role, idx, k=k: k + 1, line=cv2.LINE_8)
         silhouettes.append(_silhouette(fig, size))
     # Occluder patches over a few joints: those joints become v=1 (labelled, not visible).
@@ -361,15 +420,21 @@ def render_synthetic_image(
         sil = silhouettes[k]
         if not sil.any():
             continue
-        kps = np.zeros((17, 3))
-        kps[:, :2] = fig.joints
-        inside = (fig.joints >= 0).all(1) & (fig.joints < size - 0.5).all(1) & fig.drawn
-        cells = np.clip(np.round(fig.joints).astype(int), 0, size - 1)
-        on_top = label[cells[:, 1], cells[:, 0]] == k + 1
-        kps[:, 2] = np.where(inside, np.where(on_top, 2, 1), 0)
-        annotations.append(_person_annotation(fig, sil, kps))
+        annotations.append(_person_annotation(sil, _visible_keypoints(fig, keyset, label, k + 1), num_kpts))
 
     return img, annotations
+
+
+def _visible_keypoints(fig: _Figure, keyset: _Keyset, label: np.ndarray, who: int) -> np.ndarray:
+    """[J, 3] keypoints of the keyset: v=2 on top in the label image, 1 hidden, 0 off the image
+    or not drawn (the face of a person turned away)."""
+    size = label.shape[0]
+    xy = fig.points()[list(keyset.points)]
+    drawn = fig.points_drawn()[list(keyset.points)]
+    inside = (xy >= 0).all(1) & (xy < size - 0.5).all(1) & drawn
+    cells = np.clip(np.round(xy).astype(int), 0, size - 1)
+    on_top = label[cells[:, 1], cells[:, 0]] == who
+    return np.concatenate([xy, np.where(inside, np.where(on_top, 2, 1), 0)[:, None]], axis=1)
 
 
 def _people_count_weights(max_people: int) -> np.ndarray:
@@ -405,7 +470,8 @@ def make_synthetic_dataset(
       image_size: side of the square images in pixels (>= 64).
       seed: everything is a pure function of the seed (byte-identical JSON for the same seed).
       val_fraction: share of images in "val" (at least one image when > 0).
-      schema: must be COCO-17 (the body model draws COCO's keypoints).
+      schema: a keypoint schema (or its registered name) whose keypoints the body model can
+        place (see `BODY_POINTS`): COCO-17, CrowdPose-14, or a custom one of those names.
       max_people: at most this many people with keypoints per image (1..8; fewer people make an
         easier task for short CPU runs).
       min_height: shortest person with keypoints, as a fraction of image_size (0.1..0.85; the
@@ -416,8 +482,7 @@ def make_synthetic_dataset(
     and image / person / annotation counts.
     """
     schema = get_schema(schema)
-    if schema.keypoints != COCO17.keypoints:
-        raise ValueError(f"schema {schema.name!r}: the synthetic body model draws COCO-17 keypoints only")
+    _keyset(schema)  # refuses a schema the body model cannot place, before anything is written
     if image_size < 64:
         raise ValueError(f"image_size {image_size} is too small; use at least 64 pixels")
     if not (isinstance(max_people, int) and 1 <= max_people <= _MAX_PEOPLE):
@@ -485,7 +550,7 @@ def _write_dataset(out_dir: Path, num_train: int, num_val: int, image_size: int,
         for index in range(first, first + count):
             image_id = index + 1
             rng = np.random.default_rng([seed, index])
-            image, anns = render_synthetic_image(rng, image_size, max_people, min_height)
+            image, anns = render_synthetic_image(rng, image_size, max_people, min_height, schema)
             file_name = f"{image_id:012d}.jpg"
             ok = cv2.imwrite(str(out_dir / split / file_name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
                              [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
