@@ -31,6 +31,15 @@ def test_profile_json_gives_exact_counts(capsys):
     assert [r["params"] for r in rows] == [19_725_359, 2_764_706]
 
 
+def test_profile_follows_the_keypoint_schema(capsys):
+    assert main(["profile", "--phi=-4", "--json"]) == 0
+    coco = json.loads(capsys.readouterr().out)[0]
+    assert main(["profile", "--phi=-4", "--json", "--keypoints", "crowdpose"]) == 0
+    crowd = json.loads(capsys.readouterr().out)[0]
+    # 14 instead of 17 keypoints: a narrower head, the rest of the network unchanged.
+    assert crowd["params_head"] < coco["params_head"] and crowd["params_backbone"] == coco["params_backbone"]
+
+
 def test_make_synthetic_writes_a_coco_dataset(tmp_path, capsys):
     assert main(["make-synthetic", "--out", str(tmp_path), "--images", "5", "--size", "64", "--max-people", "2",
                  "--min-height", "0.5"]) == 0

@@ -138,13 +138,14 @@ def _add_profile(sub) -> Callable:
     p.add_argument("--rule", default="efficienthrnet")
     p.add_argument("--input-size", type=int, default=None, help="square input (default: each config's own)")
     p.add_argument("--json", action="store_true")
+    _add_keypoints_option(p)
     return _run_profile
 
 
 def _run_profile(args) -> int:
     from .complexity import profile_command
 
-    print(profile_command(args.phi, args.rule, args.input_size, as_json=args.json))
+    print(profile_command(args.phi, args.rule, args.input_size, as_json=args.json, keypoints=_keypoints(args)))
     return 0
 
 

@@ -526,7 +526,7 @@ AS_REPORTED_CLASSIFIERS: dict[int, ReportedClassifier] = {
 
 
 def profile_table(phis: Iterable[float], rule: str = "efficienthrnet",
-                  input_size: int | Sequence[int] | None = None):
+                  input_size: int | Sequence[int] | None = None, keypoints: str = "coco17"):
     """One row per phi: true params/MACs/FLOPs, the per-part split, the paper counter's figures and
     the paper's as-reported figures (for integer phi in `AS_REPORTED`, whatever the rule) side by side.
 
@@ -538,7 +538,7 @@ def profile_table(phis: Iterable[float], rule: str = "efficienthrnet",
 
     rows = []
     for phi in phis:
-        cfg = generate_config(phi, rule=rule)
+        cfg = generate_config(phi, rule=rule, keypoints=keypoints)  # the schema sets the head's width
         p = profile(cfg, input_size)
         row: dict[str, Any] = {
             "phi": cfg.phi, "rule": cfg.rule, "input_h": p.input_size[0], "input_w": p.input_size[1],
@@ -588,9 +588,9 @@ def format_profile_table(df) -> str:
 
 
 def profile_command(phis: Iterable[float], rule: str = "efficienthrnet",
-                    input_size: int | None = None, as_json: bool = False) -> str:
-    """What `efficienthrnet profile --phi ... [--rule R] [--input-size S] [--json]` prints."""
-    df = profile_table(list(phis), rule, input_size)
+                    input_size: int | None = None, as_json: bool = False, keypoints: str = "coco17") -> str:
+    """What `efficienthrnet profile --phi ... [--rule R] [--input-size S] [--keypoints K] [--json]` prints."""
+    df = profile_table(list(phis), rule, input_size, keypoints)
     if as_json:
         return json.dumps(json.loads(df.to_json(orient="records")), indent=2)
     return format_profile_table(df)
