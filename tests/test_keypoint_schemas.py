@@ -317,6 +317,15 @@ def test_crowdpose_end_to_end(crowd_run, capsys):
         image = CocoKeypoints.from_spec(f"synthetic:{data}", "val", schema="crowdpose").load_image(3)
         found = predictor(image)
         assert predictor.schema is CROWDPOSE14 and found.keypoints.shape[1:] == (14, 3)
+        # the CLI's predict draws with the run's schema, people found or not
+        capsys.readouterr()
+        assert main(["predict", str(data / "val" / "000000000003.jpg"), "--checkpoint", str(run), "--no-flip",
+                     "--input-size", "64", "--out", str(run / "people.png")]) == 0
+        assert (run / "people.png").is_file() and "people" in json.loads(capsys.readouterr().out)
+        # resuming without --keypoints continues with the run's schema (nothing left to train here)
+        assert main(["train", "--phi", "-6", "--data", f"synthetic:{data}", "--steps", "2", "--batch", "2",
+                     "--input-size", "64", "--checkpoint-every", "2", "--out", str(run), "--resume"]) == 0
+        capsys.readouterr()
     # an explicit schema that is not the run's is one clear error, before any compile
     image_file = data / "val" / "000000000003.jpg"
     assert main(["predict", str(image_file), "--checkpoint", str(run), "--keypoints", "coco17",

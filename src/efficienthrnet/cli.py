@@ -180,10 +180,16 @@ def _add_train(sub) -> Callable:
 
 
 def _run_train(args) -> int:
-    from .scaling import generate_config
-    from .train import TrainConfig, train
+    from pathlib import Path
 
-    model_config = generate_config(args.phi, args.rule, keypoints=_keypoints(args))
+    from .scaling import generate_config
+    from .train import CONFIG_FILE, TrainConfig, _read_run_config, restore_run_schema, train
+
+    keypoints = _keypoints(args)
+    if args.resume and args.keypoints is None and (Path(args.out) / CONFIG_FILE).is_file():
+        # Resuming continues with the run's own schema; an explicit --keypoints must match it.
+        keypoints = restore_run_schema(_read_run_config(Path(args.out)), Path(args.out))
+    model_config = generate_config(args.phi, args.rule, keypoints=keypoints)
     config = TrainConfig(
         steps=args.steps, batch_size=args.batch, learning_rate=args.lr, warmup_steps=args.warmup_steps,
         weight_decay=args.weight_decay, freeze_backbone=args.freeze_backbone,
