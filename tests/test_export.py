@@ -22,6 +22,7 @@ from efficienthrnet.decode import DecodeConfig, decode
 from efficienthrnet.nn.model import EfficientHRNet
 from efficienthrnet.predict import PredictConfig, Predictor, read_image
 from efficienthrnet.scaling import generate_config
+from efficienthrnet.sweep import load_spec, run_sweep
 
 PHI = -6  # the smallest phi the default rule allows
 SIZE = (64, 96)
@@ -162,6 +163,26 @@ def test_cli_export_writes_the_artefact_and_refuses_a_bad_size(tmp_path, capsys)
     assert "64x100 is not a multiple of the network stride 32" in capsys.readouterr().err
     assert main(["export", "--format", "onnx", "--out", str(tmp_path / "x.onnx")]) == 2
     assert "exactly one of --checkpoint" in capsys.readouterr().err
+
+
+def test_sweep_latency_times_the_onnx_export_beside_the_jax_forward(tmp_path):
+    pytest.importorskip("onnxruntime", reason="the onnxruntime latency backend needs the 'export' extra")
+    spec_text = ('name = "ort"\ntask = "profile"\nphi = [-6]\nrules = ["efficienthrnet"]\noutput = "out"\n'
+                 '[latency]\ninput_size = 64\nwarmup = 0\nrepeats = 2\nbackend = "{}"\n')
+    path = tmp_path / "ort.toml"
+    path.write_text(spec_text.format("tensorrt"))
+    with pytest.raises(ValueError, match=r"ort\.toml.*latency\.backend 'tensorrt' must be 'jax' or 'onnxruntime'"):
+        load_spec(path)
+    path.write_text(spec_text.format("onnxruntime"))
+    with xla_optimizations_off():
+        row = run_sweep(load_spec(path), out_dir=tmp_path / "out", progress=False).iloc[0]
+    assert row["status"] == "done" and row["latency_ms"] > 0 and row["latency_onnxruntime_ms"] > 0
+    assert row["fps_onnxruntime"] == pytest.approx(1e3 / row["latency_onnxruntime_ms"])
+
+
+def test_compare_latency_refuses_unknown_backends(small):
+    with pytest.raises(ValueError, match=r"\['tflite'\] must be a non-empty subset of \('jax', 'onnxruntime'\)"):
+        export.compare_latency(small[0], 64, backends=("tflite",))
 
 
 @pytest.mark.slow

@@ -28,6 +28,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import statistics
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,8 @@ ONNX_OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("out4", "out2")
 DYNAMIC = "dynamic"
+#: What a sweep's `[latency] backend` may name: the JAX forward alone, or onnxruntime beside it.
+LATENCY_BACKENDS = ("jax", "onnxruntime")
 _CONV_TYPES = (nn.Conv, DepthwiseConv, TorchConvTranspose)
 
 
@@ -399,6 +403,74 @@ def onnx_apply_fn(session) -> Callable:
         return jax.pure_callback(lambda a: run_onnx(session, np.asarray(a)), shapes, x)
 
     return apply_fn
+
+
+# ----------------------------------------------------------------------------- latency
+
+
+def _timing_stats(times_ms: list[float]) -> dict[str, Any]:
+    quartiles = statistics.quantiles(times_ms, n=4) if len(times_ms) > 1 else [times_ms[0]] * 3
+    return {"median_ms": statistics.median(times_ms), "min_ms": min(times_ms), "max_ms": max(times_ms),
+            "iqr_ms": quartiles[2] - quartiles[0], "times_ms": times_ms}
+
+
+def _check_counts(warmup: int, repeats: int) -> None:
+    for label, value, least in (("warmup", warmup, 0), ("repeats", repeats, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{label} must be an int >= {least}, got {value!r}")
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1e3
+
+
+def compare_latency(config: ModelConfig, input_size: int | Sequence[int] | None = None, batch: int = 1,
+                    warmup: int = 3, repeats: int = 10, seed: int = 0, variables: Mapping | None = None,
+                    backends: Sequence[str] = ("jax", "onnxruntime"), threads: int | None = None) -> dict[str, Any]:
+    """Median latency of the jitted JAX forward (the CPU-fast model as trained and evaluated) and of
+    the ONNX export in onnxruntime (CPU), timed alternately in one loop so that both see the same
+    machine load. Returns {backend: timing stats} plus ``onnxruntime_over_jax`` (ratio of medians)
+    when both run. `threads`: onnxruntime's intra-op threads (default: its own choice).
+    """
+    import tempfile
+
+    _check_counts(warmup, repeats)
+    unknown = set(backends) - set(LATENCY_BACKENDS)
+    if unknown or not backends:
+        raise ValueError(f"latency backends {list(backends)} must be a non-empty subset of {LATENCY_BACKENDS}")
+    shape = export_shape(config, input_size, batch)
+    variables = random_variables(config, seed) if variables is None else variables
+    x = np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+    runs: dict[str, Callable[[], Any]] = {}
+    setup_s: dict[str, float] = {}
+    if "jax" in backends:
+        model = EfficientHRNet(config)
+        forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
+        xj, vj = jax.device_put(x), jax.device_put(variables)
+        runs["jax"] = lambda: jax.block_until_ready(forward(vj, xj))
+    if "onnxruntime" in backends:
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            session = onnx_session(to_onnx(config, variables, Path(tmp) / "model.onnx", shape[1:3], batch),
+                                   threads=threads)
+        setup_s["onnxruntime_export_s"] = time.perf_counter() - start
+        runs["onnxruntime"] = lambda: session.run(None, {INPUT_NAME: x})
+    for name, run in runs.items():
+        setup_s[f"{name}_first_call_s"] = _timed(run) / 1e3  # JAX: the compile
+        for _ in range(warmup):
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            times[name].append(_timed(run))
+    out: dict[str, Any] = {"config": config.name, "input_size": list(shape[1:3]), "batch": batch,
+                           "warmup": warmup, "repeats": repeats, "onnxruntime_threads": threads, **setup_s}
+    out.update({name: _timing_stats(t) for name, t in times.items()})
+    if len(runs) == 2:
+        out["onnxruntime_over_jax"] = out["onnxruntime"]["median_ms"] / out["jax"]["median_ms"]
+    return out
 
 
 # ----------------------------------------------------------------------------- command
