@@ -13,8 +13,8 @@ import os
 import jax
 import numpy as np
 import pytest
-from conftest import COCO_SAMPLE, xla_optimizations_off
 
+from conftest import COCO_SAMPLE, xla_optimizations_off
 from efficienthrnet import export
 from efficienthrnet.cli import main
 from efficienthrnet.config import ModelConfig
@@ -103,7 +103,7 @@ def test_stablehlo_artefact_reloads_with_the_same_maps_and_its_description(small
 
 
 def test_onnx_model_in_onnxruntime_gives_the_same_maps(small, onnx_file):
-    cfg, _, x, reference, _ = small
+    _, _, x, reference, _ = small
     session = export.onnx_session(onnx_file)
     _assert_parity(reference, export.run_onnx(session, x), "onnxruntime")
     ops = export.onnx_op_counts(onnx_file)
