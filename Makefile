@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 # Tests and the demo run on the CPU; 2 cores is the target machine.
 export JAX_PLATFORMS ?= cpu
 
-.PHONY: demo test install clean
+.PHONY: demo test install install-export clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 install: $(STAMP)
+
+# The `export` extra (ONNX) without resolving jax2onnx's orbax-checkpoint<0.11.37 pin, which would
+# downgrade orbax (jax2onnx never imports it); not in EXTRAS for that reason. `make install-export test`
+# runs the ONNX tests too (they skip without it).
+install-export: $(STAMP)
+	$(BIN)/python -m pip install --quiet "onnx>=1.20.1" "onnxruntime>=1.24.1" "onnx-ir>=0.2.1" einops equinox dm-pix
+	$(BIN)/python -m pip install --quiet --no-deps "jax2onnx>=0.17.1"
 
 demo: $(STAMP)
 	$(BIN)/python -m efficienthrnet.demo

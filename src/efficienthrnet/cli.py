@@ -449,9 +449,54 @@ def _run_table2(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- export
+
+
+def _batch(text: str) -> int | str:
+    if text == "dynamic":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--batch {text!r} must be a positive int or 'dynamic'")
+    return value
+
+
+def _add_export(sub) -> Callable:
+    p = sub.add_parser("export", help="export the inference network as StableHLO or ONNX (BN folded)")
+    p.add_argument("--checkpoint", default=None, help="a training run folder (or give --phi for random weights)")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+    p.add_argument("--phi", type=float, default=None, help="export random weights of this phi instead")
+    p.add_argument("--rule", default="efficienthrnet", help="scaling rule of --phi")
+    p.add_argument("--format", choices=("stablehlo", "onnx"), required=True)
+    p.add_argument("--out", required=True, help="artefact path; its description goes to OUT.json")
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="input height and width, multiples of 32 (default: the config's square size)")
+    p.add_argument("--batch", type=_batch, default=1, help="batch size, or 'dynamic' (default 1)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: efficienthrnet.export.ONNX_OPSET)")
+    p.add_argument("--deconv", choices=("convtranspose", "phases"), default="convtranspose",
+                   help="the head's transposed conv as one ConvTranspose or as its sub-pixel convs")
+    return _run_export
+
+
+def _run_export(args) -> int:
+    from .export import ONNX_OPSET, export_model
+
+    if (args.checkpoint is None) == (args.phi is None):
+        raise ValueError("give exactly one of --checkpoint RUN (trained weights) or --phi P (random weights)")
+    meta = export_model(args.format, args.out, checkpoint=args.checkpoint, step=args.step, phi=args.phi,
+                        rule=args.rule, input_size=args.input_size, batch=args.batch,
+                        opset=args.opset or ONNX_OPSET, deconv=args.deconv)
+    meta.pop("model_config")
+    print(json.dumps(meta))
+    return 0
+
+
 COMMANDS: list[Callable] = [
     _add_config, _add_profile, _add_make_synthetic, _add_train, _add_evaluate, _add_predict,
-    _add_sweep, _add_plot, _add_compare, _add_convert, _add_classify, _add_table2,
+    _add_sweep, _add_plot, _add_compare, _add_convert, _add_classify, _add_table2, _add_export,
 ]
 
 

@@ -99,6 +99,9 @@ class LatencySpec:
         (None: every rule).
       input_size: square input to time at (None: the trial's own input size).
       batch, warmup, repeats: passed to `efficienthrnet.complexity.measure_latency` (median reported).
+      backend: "jax" (the jitted forward) or "onnxruntime": also time the trial's ONNX export in
+        onnxruntime on the CPU (`efficienthrnet.export`, needs the 'export' extra), reported as
+        ``latency_onnxruntime_ms`` / ``fps_onnxruntime`` beside ``latency_ms`` / ``fps``.
     """
 
     enabled: bool = True
@@ -108,6 +111,7 @@ class LatencySpec:
     batch: int = 1
     warmup: int = 3
     repeats: int = 10
+    backend: str = "jax"
 
     def wants(self, phi: float, rule: str) -> bool:
         """Whether the trial of this phi and rule (as the spec names it) is timed."""
@@ -286,6 +290,8 @@ def _check_spec(spec: SweepSpec, where: str) -> None:
         raise ValueError(f"{where}: evaluate.split {spec.evaluate.split!r} must be 'train' or 'val'")
     if spec.evaluate.limit is not None and spec.evaluate.limit < 1:
         raise ValueError(f"{where}: evaluate.limit {spec.evaluate.limit!r} must be >= 1 (or left out for all)")
+    if spec.latency.backend not in ("jax", "onnxruntime"):
+        raise ValueError(f"{where}: latency.backend {spec.latency.backend!r} must be 'jax' or 'onnxruntime'")
     timed_rules = spec.latency.rules
     if timed_rules is not None and not set(timed_rules) <= set(spec.rules):
         raise ValueError(f"{where}: latency.rules {list(timed_rules)} names rule(s) "
@@ -512,8 +518,17 @@ def _latency_fields(trial: Trial, spec: SweepSpec, cfg, variables: Any = None) -
     timing = measure_latency(cfg, input_size=lat.input_size, batch=lat.batch, warmup=lat.warmup,
                              repeats=lat.repeats, seed=trial.seed, variables=variables)
     median = float(timing["median_ms"])
-    return {"latency_ms": median, "fps": 1e3 * lat.batch / median, "latency_input_size": timing["input_size"][0],
-            "latency_backend": timing["backend"], "latency_detail": timing}
+    out = {"latency_ms": median, "fps": 1e3 * lat.batch / median, "latency_input_size": timing["input_size"][0],
+           "latency_backend": timing["backend"], "latency_detail": timing}
+    if lat.backend == "onnxruntime":
+        from .export import compare_latency
+
+        ort = compare_latency(cfg, lat.input_size, lat.batch, lat.warmup, lat.repeats, trial.seed, variables,
+                              backends=("onnxruntime",))
+        ort_median = float(ort["onnxruntime"]["median_ms"])
+        out.update(latency_onnxruntime_ms=ort_median, fps_onnxruntime=1e3 * lat.batch / ort_median,
+                   latency_onnxruntime_detail=ort)
+    return out
 
 
 def _cost_fields(cfg) -> dict[str, Any]:
