@@ -22,16 +22,19 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 # The `export` extra (ONNX) without resolving jax2onnx's orbax-checkpoint<0.11.37 pin, which would
-# downgrade orbax (jax2onnx never imports it); not in EXTRAS for that reason. `make install-export test`
-# runs the ONNX tests too (they skip without it).
-install-export: $(STAMP)
+# downgrade orbax (jax2onnx never imports it). `make test` installs it, so the ONNX parity tests run.
+EXPORT_STAMP := $(VENV)/.installed-export
+$(EXPORT_STAMP): pyproject.toml | $(STAMP)
 	$(BIN)/python -m pip install --quiet "onnx>=1.20.1" "onnxruntime>=1.24.1" "onnx-ir>=0.2.1" einops equinox dm-pix
 	$(BIN)/python -m pip install --quiet --no-deps "jax2onnx>=0.17.1"
+	touch $@
+
+install-export: $(EXPORT_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m efficienthrnet.demo
 
-test: $(STAMP)
+test: $(STAMP) $(EXPORT_STAMP)
 	$(BIN)/python -m pytest -q
 
 clean:
