@@ -5,7 +5,8 @@ blocks (optional 1x1 expand, k x k depthwise, squeeze-excite, 1x1 project, resid
 shape is kept). Every width, repeat, kernel, stride, BN constant and drop-connect rate comes from
 the config; the feature taps are the outputs of `config.tap_stages`, found from stage boundaries.
 
-Parameter names (converter and complexity counter rely on them): `stem_conv`, `stem_bn`,
+Parameter names (the same as `topology.py`'s, which the converter and the cost model read; a test
+cross-checks the two trees): `stem_conv`, `stem_bn`,
 `block_<i>` (i counts blocks over all stages, from 0) with `expand_conv`, `expand_bn` (absent when
 expand ratio is 1), `dw_conv`, `dw_bn`, `se` (`reduce`, `expand`), `project_conv`, `project_bn`.
 """
