@@ -70,7 +70,7 @@ def test_other_phi_is_refused_naming_both(b4, classifier_variables, pose_variabl
         bi.merge_backbone(random_values(init_shapes(b3, SIZE), 0), weights, b3)
     other_rule = generate_config(-4, rule="efficienthrnet")
     with pytest.raises(ValueError, match=r"phi=-4, rule='reference'.*phi=-4, rule='efficienthrnet'"):
-        bi.pose_model_with_backbone(other_rule, weights)
+        bi.merge_backbone(pose_variables, weights, other_rule)
 
 
 def test_missing_extra_and_misshaped_leaves_are_all_reported(b4, classifier_variables, pose_variables):
@@ -86,6 +86,9 @@ def test_missing_extra_and_misshaped_leaves_are_all_reported(b4, classifier_vari
     assert "missing params/block_0/dw_bn/scale" in message
     assert "unexpected params/block_1/extra" in message
     assert "mis-shaped params/stem_conv/kernel: (3, 3, 3, 5)" in message
+    # the first line names the first problem (sorted per collection) and the pose model
+    first = message.splitlines()[0]
+    assert "phi=-4, rule='reference'" in first and "first missing params/block_0/dw_bn/scale" in first
 
 
 def test_unknown_top_level_entries_are_not_dropped_silently(b4, classifier_variables):
@@ -97,15 +100,41 @@ def test_unknown_top_level_entries_are_not_dropped_silently(b4, classifier_varia
         bi.backbone_from_classifier_variables({"params": {"head_conv": {}}, "batch_stats": {}}, b4)
 
 
-def test_pretrained_pose_module_has_plain_efficienthrnet_tree(b4, classifier_variables):
-    """`init` of the training module merges the backbone and keeps EfficientHRNet's tree (traced only)."""
+def test_merge_pretrained_replaces_only_the_named_subtree():
+    variables = {
+        "params": {"a": {"k": np.zeros((2, 3), np.float32)}, "b": {"k": np.ones(4, np.float32)}},
+        "batch_stats": {"a": {"mean": np.zeros(3, np.float32)}},
+    }
+    pretrained = {"params": {"k": np.full((2, 3), 7.0)}, "batch_stats": {"mean": np.full(3, 2.0)}}
+    merged = bi.merge_pretrained(variables, pretrained, where=("a",))
+    np.testing.assert_array_equal(merged["params"]["a"]["k"], np.full((2, 3), 7.0))
+    assert merged["params"]["a"]["k"].dtype == np.float32  # the model's dtype, not the given one
+    np.testing.assert_array_equal(merged["params"]["b"]["k"], np.ones(4))
+    np.testing.assert_array_equal(variables["params"]["a"]["k"], np.zeros((2, 3)))  # not modified
+    bad = {"params": {"k": np.zeros((3, 2))}, "batch_stats": {"mean": np.zeros(3)}}
+    with pytest.raises(ValueError, match=r"into 'a' of the model: first mis-shaped params/k: \(3, 2\), "
+                                         r"the model needs \(2, 3\)"):
+        bi.merge_pretrained(variables, bad, where=("a",))
+
+
+def test_start_from_merges_into_a_train_state(b4, classifier_variables, pose_variables):
+    """What `train(init_from=weights)` does to the freshly initialised state (no network compiled)."""
+    from flax.struct import dataclass as struct_dataclass
+
+    @struct_dataclass
+    class State:
+        params: dict
+        batch_stats: dict
+
+        def replace(self, **changes):
+            return State(**{**self.__dict__, **changes})
+
     weights = bi.backbone_from_classifier_variables(classifier_variables, b4)
-    model = bi.pose_model_with_backbone(b4, weights)
-    x = jnp.zeros((1, SIZE, SIZE, 3))
-    shapes = jax.eval_shape(lambda k: model.init(k, x, train=False), jax.random.key(0))
-    plain = jax.eval_shape(lambda k: EfficientHRNet(b4).init(k, x, train=False), jax.random.key(0))
-    assert jax.tree.structure(shapes) == jax.tree.structure(plain)
-    assert jax.tree.map(lambda s: s.shape, shapes) == jax.tree.map(lambda s: s.shape, plain)
+    state = bi.start_from(State(pose_variables["params"], pose_variables["batch_stats"]), weights, b4)
+    want = classifier_variables["batch_stats"]["backbone"]["stem_bn"]["var"]
+    np.testing.assert_array_equal(np.asarray(state.batch_stats["backbone"]["stem_bn"]["var"]), want)
+    np.testing.assert_array_equal(state.params["head"]["final_0"]["kernel"],
+                                  pose_variables["params"]["head"]["final_0"]["kernel"])
 
 
 def test_torch_backbone_goes_through_the_converter(b4, classifier_variables, pose_variables):

@@ -177,3 +177,65 @@ def test_he_small_head_scheme_keeps_he_features_and_small_outputs(fast_compile):
         else:
             np.testing.assert_array_equal(leaf, flat_he[path])
     assert float(jnp.max(jnp.abs(model.apply(variables, x)[0]))) < 0.5
+
+
+def _assert_he_small_head(params):
+    """The "he_small_head" scheme: the output convs ~N(0, 0.001^2), every other kernel He-scaled."""
+    from flax import traverse_util
+
+    for path, leaf in traverse_util.flatten_dict(params).items():
+        if path[-1] != "kernel":
+            continue
+        std = float(np.std(np.asarray(leaf)))
+        if path[-2].startswith("final_"):
+            assert std == pytest.approx(0.001, rel=0.3), path
+        else:
+            assert std > 0.02, path  # He-normal: sqrt(2 / fan_out) >= 0.02 for every layer here
+
+
+def _tiny_config():
+    """phi=-6 cut down to one HR stage, one block per stage and branch: the fastest to compile."""
+    import dataclasses
+
+    cfg = generate_config(-6)
+    taps = cfg.backbone.tap_stages[:2]
+    stages = tuple(dataclasses.replace(s, repeats=1) for s in cfg.backbone.stages[: taps[-1]])
+    return dataclasses.replace(
+        cfg,
+        backbone=dataclasses.replace(cfg.backbone, stages=stages, tap_stages=taps),
+        hrnet=dataclasses.replace(cfg.hrnet, modules_per_stage=(1,), blocks_per_branch=1),
+        head=dataclasses.replace(cfg.head, blocks_per_deconv=1),
+    )
+
+
+def test_every_flax_entry_point_gives_the_same_init_scheme(fast_compile):
+    """No `init` override: init, init_with_output, lazy_init, init_variables and use as a
+    submodule all draw the scheme's kernels (the same values where the parameter paths agree)."""
+    from flax import linen as nn
+
+    from efficienthrnet.nn import init_variables
+
+    cfg = _tiny_config()
+    model = EfficientHRNet(cfg, init_scheme="he_small_head")
+    x = jnp.zeros((1, 16, 16, 3))
+
+    class Wrapper(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return EfficientHRNet(cfg, init_scheme="he_small_head", name="pose")(x)
+
+    @jax.jit  # one compile for all four (eager init compiles op by op: minutes on a busy CPU)
+    def every_way(key):
+        _, with_output = model.init_with_output(key, x, train=False)
+        lazy = model.lazy_init(key, jax.ShapeDtypeStruct(x.shape, x.dtype), train=False)
+        return model.init(key, x, train=False), with_output, lazy, Wrapper().init(key, x)
+
+    key = jax.random.key(0)
+    plain, with_output, lazy, wrapped = every_way(key)
+    for variables in (with_output, lazy):
+        jax.tree.map(np.testing.assert_array_equal, variables, plain)
+    # compiled without LLVM optimisation: the same draws up to float rounding
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 init_variables(model, key), plain)
+    _assert_he_small_head(plain["params"])
+    _assert_he_small_head(wrapped["params"]["pose"])  # other keys (the path starts at "pose")

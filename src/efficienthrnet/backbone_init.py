@@ -9,9 +9,13 @@ classifier's head (`head_conv`, `head_bn`, `classifier`) is dropped by name, not
 
     weights = backbone_from_classifier_run("runs/b-4")               # or backbone_from_torch(...)
     variables = init_pose_variables(pose_config, weights)             # EfficientHRNet(pose_config)
+    variables = merge_backbone(variables, weights, pose_config)       # into variables you have
     # or, for training: train(pose_config, TrainConfig(freeze_backbone=True), data, run_dir,
-    #                         model=pose_model_with_backbone(pose_config, weights))
+    #                         init_from=weights)
 
+Pretrained arrays are merged into the variables (params and BatchNorm statistics) by
+`merge_pretrained`, never carried by the module: the module only describes the network, so
+`init`, `init_with_output`, `lazy_init` and use as a submodule all behave alike.
 `TrainConfig(freeze_backbone=True)` is the reference's option of keeping the backbone fixed (its
 BatchNorm statistics still update, as in the reference).
 """
@@ -30,7 +34,7 @@ import numpy as np
 from flax import traverse_util
 
 from efficienthrnet.config import ModelConfig
-from efficienthrnet.nn.model import EfficientHRNet
+from efficienthrnet.nn.model import EfficientHRNet, init_variables
 
 #: Top-level submodule holding the feature extractor, in the classifier and in EfficientHRNet.
 BACKBONE = "backbone"
@@ -153,20 +157,41 @@ def _flat(tree: Mapping[str, Any]) -> dict[tuple[str, ...], Any]:
     return traverse_util.flatten_dict(dict(tree)) if tree else {}
 
 
-def merge_backbone(
-    pose_variables: Mapping[str, Any], weights: BackboneWeights, pose_config: ModelConfig
-) -> dict:
-    """`pose_variables` of `EfficientHRNet(pose_config)` with the backbone replaced by `weights`, strictly.
+def _subtree(tree: Mapping[str, Any], where: tuple[str, ...]) -> Mapping[str, Any]:
+    for key in where:
+        tree = tree.get(key, {}) if isinstance(tree, Mapping) else {}
+    return tree
 
-    Every leaf under "backbone" in params and batch_stats must be matched by a leaf of the same
-    shape; a missing, unexpected or mis-shaped leaf raises one ValueError listing them all. The
-    other leaves (HR network, head) are returned unchanged. Values take the pose leaves' dtypes.
+
+def _replace_subtree(tree: Mapping[str, Any], where: tuple[str, ...], value: Any) -> dict:
+    if not where:
+        return value
+    out = dict(tree)
+    out[where[0]] = _replace_subtree(tree.get(where[0], {}), where[1:], value)
+    return out
+
+
+def merge_pretrained(
+    variables: Mapping[str, Any],
+    pretrained: Mapping[str, Any],
+    where: tuple[str, ...] = (BACKBONE,),
+    source: str = "the pretrained weights",
+    into: str = "the model",
+) -> dict:
+    """`variables` with their subtree at `where` replaced by `pretrained`, strictly, per collection.
+
+    `pretrained` is {"params": ..., "batch_stats": ...} of that subtree alone (no `where`
+    prefix). Every leaf under `where` must be matched by a pretrained leaf of the same shape; a
+    missing, unexpected or mis-shaped leaf raises one ValueError whose first line names the first
+    problem and which lists them all. Leaves outside `where` are returned unchanged; the merged
+    values take the variables' dtypes. Pure: neither argument is modified.
     """
-    check_compatible(weights, pose_config)
-    problems, merged = [], {k: v for k, v in pose_variables.items()}
+    problems, merged = [], dict(variables)
     for collection in COLLECTIONS:
-        target = _flat(pose_variables.get(collection, {}).get(BACKBONE, {}))
-        given = _flat(weights.variables.get(collection, {}))
+        if collection not in variables and collection not in pretrained:
+            continue
+        target = _flat(_subtree(variables.get(collection, {}), where))
+        given = _flat(pretrained.get(collection, {}))
         for path in sorted(target.keys() - given.keys()):
             problems.append(f"missing {collection}/{'/'.join(path)}")
         for path in sorted(given.keys() - target.keys()):
@@ -175,62 +200,53 @@ def merge_backbone(
         for path in sorted(target.keys() & given.keys()):
             want, have = tuple(target[path].shape), tuple(np.shape(given[path]))
             if want != have:
-                problems.append(
-                    f"mis-shaped {collection}/{'/'.join(path)}: {have}, the pose model needs {want}"
-                )
+                problems.append(f"mis-shaped {collection}/{'/'.join(path)}: {have}, the model needs {want}")
                 continue
             replaced[path] = jnp.asarray(given[path], dtype=target[path].dtype)
-        if collection in pose_variables:
-            subtree = dict(pose_variables[collection])
-            subtree[BACKBONE] = traverse_util.unflatten_dict(replaced) if replaced else {}
-            merged[collection] = subtree
+        if collection in variables:
+            subtree = traverse_util.unflatten_dict(replaced) if replaced else {}
+            merged[collection] = _replace_subtree(variables[collection], where, subtree)
     if problems:
         raise ValueError(
-            f"cannot load the backbone from {weights.source} into the pose model at "
-            f"{describe(pose_config)}:\n  " + "\n  ".join(problems)
+            f"cannot load {source} into '{'/'.join(where)}' of {into}: first {problems[0]} "
+            f"({len(problems)} problem(s) in all):\n  " + "\n  ".join(problems)
         )
     return merged
+
+
+def merge_backbone(
+    pose_variables: Mapping[str, Any], weights: BackboneWeights, pose_config: ModelConfig
+) -> dict:
+    """`pose_variables` of `EfficientHRNet(pose_config)` with the backbone replaced by `weights`, strictly.
+
+    Refuses a backbone of another phi or rule first (`check_compatible`), then merges with
+    `merge_pretrained` (every leaf under "backbone" in params and batch_stats must match).
+    """
+    check_compatible(weights, pose_config)
+    return merge_pretrained(
+        pose_variables, weights.variables, (BACKBONE,), f"the backbone from {weights.source}",
+        f"the pose model at {describe(pose_config)}",
+    )
+
+
+def start_from(state: Any, weights: BackboneWeights, pose_config: ModelConfig) -> Any:
+    """A fresh flax train state (`params`, `batch_stats`) with the pretrained backbone merged in.
+
+    What `train(..., init_from=weights)` does after initialising. The optimizer state is kept:
+    Adam's moments start at zero whatever the parameter values.
+    """
+    variables = merge_backbone({"params": state.params, "batch_stats": state.batch_stats}, weights, pose_config)
+    return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
 
 
 def init_pose_variables(
     pose_config: ModelConfig,
     weights: BackboneWeights,
     key: jax.Array | None = None,
-    input_size: int | None = None,
+    init_scheme: str = "reference",
 ) -> dict:
     """Fresh `EfficientHRNet(pose_config)` variables (HR network and head from `key`) with the trained backbone."""
     check_compatible(weights, pose_config)  # before the (slow) init
     key = jax.random.PRNGKey(0) if key is None else key
-    size = input_size or 2 * max(pose_config.backbone.tap_strides)  # parameters do not depend on the size
-    model = EfficientHRNet(pose_config)
-    variables = jax.jit(lambda k, x: model.init(k, x, train=False))(
-        key, jnp.zeros((1, size, size, 3), jnp.float32)
-    )
+    variables = init_variables(EfficientHRNet(pose_config, init_scheme=init_scheme), key)
     return merge_backbone(variables, weights, pose_config)
-
-
-class PretrainedBackboneHRNet(EfficientHRNet):
-    """`EfficientHRNet` whose `init` puts a trained backbone in place (everything else is unchanged).
-
-    Pass it as `train(..., model=pose_model_with_backbone(cfg, weights))`: the training loop's
-    initialisation then starts from the backbone, and checkpoints, `apply` and inference are
-    those of a plain `EfficientHRNet` (the parameter trees are identical).
-    """
-
-    backbone_weights: BackboneWeights | None = None
-
-    def init(self, rngs, *args, **kwargs):
-        variables = super().init(rngs, *args, **kwargs)
-        if self.backbone_weights is None:
-            raise ValueError(
-                "PretrainedBackboneHRNet needs backbone_weights; use pose_model_with_backbone(cfg, weights)"
-            )
-        return merge_backbone(variables, self.backbone_weights, self.config)
-
-
-def pose_model_with_backbone(
-    pose_config: ModelConfig, weights: BackboneWeights, **module_kwargs
-) -> EfficientHRNet:
-    """The pose module for `train(model=...)` that initialises from `weights` (checked here, before training)."""
-    check_compatible(weights, pose_config)
-    return PretrainedBackboneHRNet(pose_config, backbone_weights=weights, **module_kwargs)

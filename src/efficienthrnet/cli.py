@@ -197,13 +197,13 @@ def _run_train(args) -> int:
         keep_checkpoints=args.keep, seed=args.seed, input_size=args.input_size, num_workers=args.workers,
         distributed=args.distributed,
     )
-    model = None
+    weights = None
     if args.backbone:
-        from .backbone_init import load_backbone_weights, pose_model_with_backbone
+        from .backbone_init import check_compatible, load_backbone_weights
 
         weights = load_backbone_weights(args.backbone, model_config)
-        model = pose_model_with_backbone(model_config, weights)
-    summary = train(model_config, config, args.data, args.out, resume=args.resume, model=model)
+        check_compatible(weights, model_config)  # before the run folder is touched
+    summary = train(model_config, config, args.data, args.out, resume=args.resume, init_from=weights)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

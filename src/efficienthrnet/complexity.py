@@ -1,9 +1,9 @@
 """Exact complexity of an EfficientHRNet config: params, MACs and FLOPs per layer and per part.
 
-Everything here is computed from the config and the input shape by a small layer walk that
-mirrors the network block for block (stem, MBConv, transition, BasicBlock, fuse, HR module,
-head), so nothing is compiled or built. Conventions (see DESIGN.md, "Costs always say what
-they count"):
+Everything here is computed from the config and the input shape by costing, layer by layer, the
+network's description in `topology.py` (the list of layers the converter reads too), so nothing
+is compiled or built, and a new block type needs no change here. Conventions (see DESIGN.md,
+"Costs always say what they count"):
 
 - ``params``: trainable parameters; BatchNorm running mean/variance are ``bn_stats``, apart.
 - ``macs``: multiply-accumulates of every conv/dense kernel tap at every output position
@@ -18,7 +18,7 @@ they count"):
   paper's "as reported" figures. It counts every parameter inside an MBConv block twice (the
   block's class name contains "Conv") and costs the transposed conv at its output size.
 
-Layer names are the parameter paths of the Flax model (`efficienthrnet.nn`), so the walk can be
+Layer names are the parameter paths of the Flax model (`efficienthrnet.nn`), so the costs can be
 checked leaf by leaf against ``jax.eval_shape(model.init, ...)``.
 
 Also here: the paper's tables as reported (`AS_REPORTED`, `AS_REPORTED_CLASSIFIERS`), a
@@ -37,21 +37,19 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from .config import BackboneConfig, HeadConfig, HRNetConfig, ModelConfig
+from .config import ModelConfig
+from .topology import (
+    CLASSIFIER_PARTS,
+    DECONV_STRIDE,
+    HW,
+    PARTS,
+    RGB_CHANNELS,
+    LayerSpec,
+    classifier_layers,
+    pose_layers,
+)
 
-PARTS = ("backbone", "transitions", "stage2", "stage3", "stage4", "head")
-CLASSIFIER_PARTS = ("backbone", "classifier")
-
-RGB_CHANNELS = 3
-STEM_KERNEL = 3  # every EfficientNet stem is a 3x3 conv
-HR_KERNEL = 3  # BasicBlocks, transitions and the stride-2 fuse convs
-FUSE_UP_KERNEL = 1  # fuse projections from a lower-resolution branch
-FINAL_KERNEL = 1  # the head's prediction convs
-DECONV_STRIDE = 2  # each deconv doubles the resolution (1/4 -> 1/2)
-# PyTorch (padding, output_padding) of a stride-2 ConvTranspose2d that exactly doubles the size.
-_DECONV_TORCH_PADDING = {2: (0, 0), 3: (1, 1), 4: (1, 0)}
-
-HW = tuple[int, int]
+__all__ = ["CLASSIFIER_PARTS", "DECONV_STRIDE", "PARTS", "Layer", "Profile", "layer_cost", "profile", "profile_classifier"]
 
 
 # ----------------------------------------------------------------------------- records
@@ -140,23 +138,6 @@ def _input_hw(input_size: int | Sequence[int]) -> HW:
     return hw  # type: ignore[return-value]
 
 
-def _tf_same(n_in: int, k: int, stride: int) -> tuple[int, int]:
-    """(output size, low-side pad) of the model's TF-style padding (`nn.ops.tf_same_padding`).
-
-    Like the reference, the total pad is fixed at max(k - s, 0), the low side getting the floor
-    half; that is TF's SAME, out = ceil(in / stride), whenever the stride divides the size, and
-    floor(in / stride) at odd sizes (the classifiers at 195, 169, 147), exactly as the model runs.
-    """
-    total = max(k - stride, 0)
-    return (n_in + total - k) // stride + 1, total // 2
-
-
-def _torch_pad(n_in: int, k: int, stride: int) -> tuple[int, int]:
-    """(output size, low-side pad) of PyTorch padding k // 2 on both sides (odd k: same size as TF)."""
-    pad = k // 2
-    return (n_in + 2 * pad - k) // stride + 1, pad
-
-
 @lru_cache(maxsize=4096)
 def _unpadded_taps(n_in: int, n_out: int, k: int, stride: int, pad_lo: int, in_dilation: int = 1) -> int:
     """Number of (output position, kernel tap) pairs along one axis that read a real input pixel.
@@ -180,206 +161,52 @@ def _unpadded_taps(n_in: int, n_out: int, k: int, stride: int, pad_lo: int, in_d
     return total
 
 
-# ----------------------------------------------------------------------------- the walk
+# ----------------------------------------------------------------------------- costs of one layer
 
 
-class _Walk:
-    """Collects Layer records; `part` and `in_mbconv` say where the walk currently is."""
-
-    def __init__(self) -> None:
-        self.layers: list[Layer] = []
-        self.part = ""
-        self.in_mbconv = False  # get_model_summary counts these parameters twice
-
-    def add(self, name, kind, out_hw, params, bn_stats=0, macs=0, unpadded_macs=0, paper_macs=None):
-        self.layers.append(
-            Layer(
-                name=name,
-                part=self.part,
-                kind=kind,
-                out_hw=out_hw,
-                params=params,
-                bn_stats=bn_stats,
-                macs=macs,
-                unpadded_macs=unpadded_macs,
-                paper_params=params * (2 if self.in_mbconv else 1),
-                paper_macs=macs if paper_macs is None else paper_macs,
-            )
-        )
+def _conv_cost(spec: LayerSpec) -> dict[str, int]:
+    """A k x k conv (depthwise: one input channel per output channel), MACs at every output position."""
+    k, (oh, ow) = spec.kernel, spec.out_hw
+    per_tap = (1 if spec.kind == "depthwise" else spec.cin) * spec.cout
+    valid = math.prod(_unpadded_taps(n, o, k, spec.stride, pad) for n, o, pad in zip(spec.in_hw, spec.out_hw, spec.pad))
+    return {"params": k * k * per_tap + (spec.cout if spec.bias else 0), "macs": oh * ow * k * k * per_tap,
+            "unpadded_macs": valid * per_tap}
 
 
-def _conv(walk: _Walk, name: str, hw: HW, cin: int, cout: int, k: int, stride: int = 1,
-          groups: int = 1, bias: bool = False, padding: str = "tf_same") -> HW:
-    """A k x k conv (`groups` == cin makes it depthwise); returns the output (h, w)."""
-    shape = _tf_same if padding == "tf_same" else _torch_pad
-    (oh, pad_h), (ow, pad_w) = shape(hw[0], k, stride), shape(hw[1], k, stride)
-    per_tap = (cin // groups) * cout
-    valid = _unpadded_taps(hw[0], oh, k, stride, pad_h) * _unpadded_taps(hw[1], ow, k, stride, pad_w)
-    walk.add(
-        name,
-        "depthwise" if groups > 1 else "conv",
-        (oh, ow),
-        params=k * k * per_tap + (cout if bias else 0),
-        macs=oh * ow * k * k * per_tap,
-        unpadded_macs=valid * per_tap,
-    )
-    return oh, ow
+def _deconv_cost(spec: LayerSpec) -> dict[str, int]:
+    """Bias-free transposed conv: true MACs at the input resolution (each input pixel meets k*k
+    taps); the paper's counter multiplies the kernel size by the *output* positions instead
+    (stride**2 times too many). XLA runs it as a stride-1 conv over the stride-dilated input
+    padded by k - 1 - pad, skipping the holes."""
+    k, per_tap = spec.kernel, spec.cin * spec.cout
+    valid = math.prod(_unpadded_taps(n, o, k, 1, k - 1 - pad, spec.stride)
+                      for n, o, pad in zip(spec.in_hw, spec.out_hw, spec.pad))
+    return {"params": k * k * per_tap, "macs": math.prod(spec.in_hw) * k * k * per_tap, "unpadded_macs": valid * per_tap,
+            "paper_macs": math.prod(spec.out_hw) * k * k * per_tap}
 
 
-def _deconv(walk: _Walk, name: str, hw: HW, cin: int, cout: int, k: int, stride: int = DECONV_STRIDE) -> HW:
-    """Bias-free transposed conv that multiplies the size by `stride` (PyTorch padding/output_padding).
-
-    True MACs at the input resolution (each input pixel meets k*k taps); the paper's counter
-    multiplies the kernel size by the *output* positions instead (stride**2 times too many).
-    """
-    if k not in _DECONV_TORCH_PADDING or stride != DECONV_STRIDE:
-        raise ValueError(f"deconv kernel {k} stride {stride}: supported kernels are {sorted(_DECONV_TORCH_PADDING)}, stride 2")
-    pad, _ = _DECONV_TORCH_PADDING[k]
-    out = (hw[0] * stride, hw[1] * stride)
-    per_tap = cin * cout
-    # computed as a stride-1 conv over the stride-dilated input padded by k - 1 - pad
-    valid = math.prod(_unpadded_taps(n, o, k, 1, k - 1 - pad, stride) for n, o in zip(hw, out))
-    walk.add(
-        name, "deconv", out,
-        params=k * k * per_tap,
-        macs=hw[0] * hw[1] * k * k * per_tap,
-        unpadded_macs=valid * per_tap,
-        paper_macs=out[0] * out[1] * k * k * per_tap,
-    )
-    return out
+def _dense_cost(spec: LayerSpec) -> dict[str, int]:
+    macs = spec.cin * spec.cout
+    return {"params": macs + spec.cout, "macs": macs, "unpadded_macs": macs}
 
 
-def _batchnorm(walk: _Walk, name: str, hw: HW, channels: int) -> None:
+def _batchnorm_cost(spec: LayerSpec) -> dict[str, int]:
     """scale + bias trainable, running mean + variance as statistics."""
-    walk.add(name, "batchnorm", hw, params=2 * channels, bn_stats=2 * channels)
+    return {"params": 2 * spec.cout, "bn_stats": 2 * spec.cout}
 
 
-def _dense(walk: _Walk, name: str, cin: int, cout: int) -> None:
-    walk.add(name, "dense", (1, 1), params=cin * cout + cout, macs=cin * cout, unpadded_macs=cin * cout)
+_COSTS = {"conv": _conv_cost, "depthwise": _conv_cost, "deconv": _deconv_cost, "dense": _dense_cost,
+          "batchnorm": _batchnorm_cost}
 
 
-def _conv_bn(walk, name, hw, cin, cout, k, stride=1, bias=False, padding="torch") -> HW:
-    """`<name>/conv` + `<name>/bn`, the unit of transitions and fuse layers."""
-    hw = _conv(walk, f"{name}/conv", hw, cin, cout, k, stride, bias=bias, padding=padding)
-    _batchnorm(walk, f"{name}/bn", hw, cout)
-    return hw
-
-
-# ----------------------------------------------------------------------------- backbone
-
-
-def _squeeze_excite(walk: _Walk, name: str, channels: int, reduced: int) -> None:
-    """Two 1x1 convs with bias on the pooled (1 x 1) map."""
-    _conv(walk, f"{name}/reduce", (1, 1), channels, reduced, 1, bias=True)
-    _conv(walk, f"{name}/expand", (1, 1), reduced, channels, 1, bias=True)
-
-
-def _mbconv(walk: _Walk, name: str, hw: HW, cin: int, cout: int, expand: int, k: int, stride: int,
-            se_ratio: float) -> HW:
-    """Expand 1x1 (unless expand == 1), depthwise k x k, squeeze-excite, project 1x1; all with BN."""
-    walk.in_mbconv = True
-    wide = cin * expand
-    if expand != 1:
-        _conv(walk, f"{name}/expand_conv", hw, cin, wide, 1)
-        _batchnorm(walk, f"{name}/expand_bn", hw, wide)
-    out = _conv(walk, f"{name}/dw_conv", hw, wide, wide, k, stride, groups=wide)
-    _batchnorm(walk, f"{name}/dw_bn", out, wide)
-    if se_ratio > 0:  # SE width from the block's input channels, as EfficientNet
-        _squeeze_excite(walk, f"{name}/se", wide, max(1, int(cin * se_ratio)))
-    _conv(walk, f"{name}/project_conv", out, wide, cout, 1)
-    _batchnorm(walk, f"{name}/project_bn", out, cout)
-    walk.in_mbconv = False
-    return out
-
-
-def _backbone(walk: _Walk, cfg: BackboneConfig, hw: HW, prefix: str = "backbone") -> list[tuple[HW, int]]:
-    """Stem + MBConv stages; returns (hw, channels) of every stage output."""
-    hw = _conv(walk, f"{prefix}/stem_conv", hw, RGB_CHANNELS, cfg.stem_channels, STEM_KERNEL, cfg.stem_stride)
-    _batchnorm(walk, f"{prefix}/stem_bn", hw, cfg.stem_channels)
-    channels, block, outputs = cfg.stem_channels, 0, []
-    for stage in cfg.stages:
-        for repeat in range(stage.repeats):
-            stride = stage.stride if repeat == 0 else 1
-            hw = _mbconv(walk, f"{prefix}/block_{block}", hw, channels, stage.channels, stage.expand_ratio,
-                         stage.kernel, stride, cfg.se_ratio)
-            channels, block = stage.channels, block + 1
-        outputs.append((hw, channels))
-    return outputs
-
-
-# ----------------------------------------------------------------------------- HR network
-
-
-def _basic_block(walk: _Walk, name: str, hw: HW, width: int) -> None:
-    """Two 3x3 convs with BN; the identity residual needs no parameters."""
-    for i in (1, 2):
-        _conv(walk, f"{name}/conv{i}", hw, width, width, HR_KERNEL, padding="torch")
-        _batchnorm(walk, f"{name}/bn{i}", hw, width)
-
-
-def _transition(walk: _Walk, name: str, inputs: Sequence[tuple[HW, int]], widths: Sequence[int], bias: bool) -> None:
-    """One 3x3 conv (+bias) + BN per branch, mapping each input to its branch width."""
-    for b, ((hw, cin), width) in enumerate(zip(inputs, widths)):
-        _conv_bn(walk, f"{name}/branch_{b}", hw, cin, width, HR_KERNEL, bias=bias)
-
-
-def _fuse(walk: _Walk, name: str, hws: Sequence[HW], widths: Sequence[int], num_outputs: int) -> None:
-    """SUM fusion: j > i is a 1x1 conv at branch j's resolution (then upsampled); j < i a chain of
-    (i - j) stride-2 3x3 convs, keeping width j until the last one."""
-    for i in range(num_outputs):
-        for j, hw in enumerate(hws):
-            if j > i:
-                _conv_bn(walk, f"{name}/fuse_{i}_{j}", hw, widths[j], widths[i], FUSE_UP_KERNEL)
-            elif j < i:
-                for step in range(i - j):
-                    cout = widths[i] if step == i - j - 1 else widths[j]
-                    hw = _conv_bn(walk, f"{name}/fuse_{i}_{j}/down_{step}", hw, widths[j], cout, HR_KERNEL, 2)
-
-
-def _hr_module(walk: _Walk, name: str, hws: Sequence[HW], widths: Sequence[int], blocks: int,
-               single_output: bool) -> None:
-    for b, (hw, width) in enumerate(zip(hws, widths)):
-        for n in range(blocks):
-            _basic_block(walk, f"{name}/branch_{b}_block_{n}", hw, width)
-    _fuse(walk, name, hws, widths, 1 if single_output else len(hws))
-
-
-def _hrnet(walk: _Walk, cfg: HRNetConfig, taps: Sequence[tuple[HW, int]]) -> tuple[HW, int]:
-    """Transitions and stages; returns (hw, channels) of the highest-resolution output."""
-    branches: list[tuple[HW, int]] = []
-    num_stages = len(cfg.modules_per_stage)
-    if len(taps) != cfg.branches_per_stage[-1]:
-        raise ValueError(f"the HR network needs {cfg.branches_per_stage[-1]} backbone taps, the config gives {len(taps)}")
-    for k, (modules, n) in enumerate(zip(cfg.modules_per_stage, cfg.branches_per_stage)):
-        widths = cfg.branch_widths[:n]
-        # existing branches continue from the previous stage; each new one starts at a backbone tap
-        inputs = branches + list(taps[len(branches):n])
-        walk.part = "transitions"
-        _transition(walk, f"hrnet/transition{k + 1}", inputs, widths, cfg.transition_bias)
-        walk.part = f"stage{k + 2}"
-        hws = [hw for hw, _ in inputs]
-        for m in range(modules):
-            single = k == num_stages - 1 and m == modules - 1
-            _hr_module(walk, f"hrnet/stage{k + 2}/module_{m}", hws, widths, cfg.blocks_per_branch, single)
-        branches = list(zip(hws, widths))
-    return branches[0]
-
-
-# ----------------------------------------------------------------------------- head
-
-
-def _head(walk: _Walk, cfg: HeadConfig, hw: HW, channels: int) -> None:
-    """1x1 prediction at 1/4; per deconv: concat, transposed conv + BN, BasicBlocks, 1x1 prediction."""
-    walk.part = "head"
-    _conv(walk, "head/final_0", hw, channels, cfg.quarter_channels, FINAL_KERNEL, bias=True)
-    predicted = cfg.quarter_channels
-    for d in range(cfg.num_deconvs):
-        hw = _deconv(walk, f"head/deconv_{d}/deconv", hw, channels + predicted, cfg.deconv_channels, cfg.deconv_kernel)
-        _batchnorm(walk, f"head/deconv_{d}/bn", hw, cfg.deconv_channels)
-        for n in range(cfg.blocks_per_deconv):
-            _basic_block(walk, f"head/deconv_{d}/block_{n}", hw, cfg.deconv_channels)
-        _conv(walk, f"head/final_{d + 1}", hw, cfg.deconv_channels, cfg.half_channels, FINAL_KERNEL, bias=True)
-        channels, predicted = cfg.deconv_channels, cfg.half_channels
+def layer_cost(spec: LayerSpec) -> Layer:
+    """The costs of one layer of the topology (what the paper's counter prints, too)."""
+    if spec.kind not in _COSTS:
+        raise ValueError(f"layer {spec.name}: no cost rule for kind {spec.kind!r}; known kinds {sorted(_COSTS)}")
+    cost = {"bn_stats": 0, "macs": 0, "unpadded_macs": 0, **_COSTS[spec.kind](spec)}
+    cost.setdefault("paper_macs", cost["macs"])
+    paper_params = cost["params"] * (2 if spec.in_mbconv else 1)  # get_model_summary counts these twice
+    return Layer(name=spec.name, part=spec.part, kind=spec.kind, out_hw=spec.out_hw, paper_params=paper_params, **cost)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -427,13 +254,7 @@ def profile(cfg: ModelConfig, input_size: int | Sequence[int] | None = None) -> 
     """
     cfg = _check_config(cfg)
     hw = _input_hw(cfg.input_size if input_size is None else input_size)
-    walk = _Walk()
-    walk.part = "backbone"
-    stage_outputs = _backbone(walk, cfg.backbone, hw)
-    taps = [stage_outputs[i - 1] for i in cfg.backbone.tap_stages]
-    top_hw, top_channels = _hrnet(walk, cfg.hrnet, taps)
-    _head(walk, cfg.head, top_hw, top_channels)
-    return _summarise(cfg.name, hw, walk.layers, PARTS)
+    return _summarise(cfg.name, hw, [layer_cost(spec) for spec in pose_layers(cfg, hw)], PARTS)
 
 
 def profile_classifier(cfg: ModelConfig, num_classes: int = 1000,
@@ -453,14 +274,8 @@ def profile_classifier(cfg: ModelConfig, num_classes: int = 1000,
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     bb = cfg.backbone
     hw = _input_hw(bb.classifier_resolution if resolution is None else resolution)
-    walk = _Walk()
-    walk.part = "backbone"
-    last_hw, channels = _backbone(walk, bb, hw)[-1]
-    walk.part = "classifier"
-    _conv(walk, "head_conv", last_hw, channels, bb.classifier_head_channels, 1)
-    _batchnorm(walk, "head_bn", last_hw, bb.classifier_head_channels)
-    _dense(walk, "classifier", bb.classifier_head_channels, num_classes)
-    layers = [dataclasses.replace(layer, paper_params=layer.params) for layer in walk.layers]
+    costs = [layer_cost(spec) for spec in classifier_layers(bb, num_classes, hw)]
+    layers = [dataclasses.replace(layer, paper_params=layer.params) for layer in costs]
     return _summarise(f"B(phi={cfg.phi:g}) {cfg.rule} classifier/{num_classes}", hw, layers, CLASSIFIER_PARTS)
 
 

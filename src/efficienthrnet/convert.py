@@ -1,8 +1,9 @@
 """Import the authors' PyTorch weights (EfficientHRNet and compact EfficientNet) into Flax variables.
 
-The mapping from PyTorch state-dict names to Flax paths is derived from the ModelConfig alone,
-following the reference model's module layout (`features.*` for the backbone, `trans<k>_branch<b>`,
-`stage<k>.<m>.branches/fuse_layers`, `final_layers`, `deconv_layers`). Conversion is strict: every
+The mapping from PyTorch state-dict names to Flax paths comes from the network's description in
+`topology.py` (each layer carries both names: `features.*` for the backbone, `trans<k>_branch<b>`,
+`stage<k>.<m>.branches/fuse_layers`, `final_layers`, `deconv_layers`), and so do the expected
+shapes; this module only knows how each layer kind stores its tensors. Conversion is strict: every
 missing, unexpected or mis-shaped entry is collected and reported in one error.
 
 Layouts: Conv2d OIHW -> HWIO; depthwise [C, 1, k, k] -> [k, k, 1, C] (the same transpose);
@@ -19,14 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from efficienthrnet.config import BackboneConfig, HeadConfig, HRNetConfig, ModelConfig
-from efficienthrnet.nn.model import init_shapes, network_stride
+from efficienthrnet import topology
+from efficienthrnet.config import BackboneConfig, ModelConfig
+from efficienthrnet.topology import LayerSpec
 
 IGNORED_SUFFIX = "num_batches_tracked"
 WRAPPER_PREFIXES = ("module.",)
 
 _CONV = (2, 3, 1, 0)  # OIHW -> HWIO (also depthwise [C,1,k,k] -> [k,k,1,C])
 _DECONV = (2, 3, 0, 1)  # IOHW -> [k, k, in, out]
+_KERNEL_LAYOUTS = {"conv": _CONV, "depthwise": _CONV, "deconv": _DECONV, "dense": (1, 0)}
 
 
 @dataclass(frozen=True)
@@ -39,91 +42,39 @@ class Entry:
     transpose: tuple[int, ...] | None = None
 
 
-def _conv(torch_prefix: str, path: tuple[str, ...], bias: bool = False, layout=_CONV) -> list[Entry]:
-    entries = [Entry(f"{torch_prefix}.weight", "params", path + ("kernel",), layout)]
-    if bias:
-        entries.append(Entry(f"{torch_prefix}.bias", "params", path + ("bias",)))
+def _layer_entries(spec: LayerSpec) -> list[Entry]:
+    """The PyTorch tensors of one layer and the Flax leaves they fill."""
+    if spec.torch is None:
+        raise ValueError(f"layer {spec.name} has no PyTorch counterpart in the reference")
+    t, path = spec.torch, spec.path
+    if spec.kind == "batchnorm":
+        return [
+            Entry(f"{t}.weight", "params", path + ("scale",)),
+            Entry(f"{t}.bias", "params", path + ("bias",)),
+            Entry(f"{t}.running_mean", "batch_stats", path + ("mean",)),
+            Entry(f"{t}.running_var", "batch_stats", path + ("var",)),
+        ]
+    if spec.kind not in _KERNEL_LAYOUTS:
+        raise ValueError(f"layer {spec.name}: no PyTorch layout for kind {spec.kind!r}")
+    entries = [Entry(f"{t}.weight", "params", path + ("kernel",), _KERNEL_LAYOUTS[spec.kind])]
+    if spec.bias:
+        entries.append(Entry(f"{t}.bias", "params", path + ("bias",)))
     return entries
 
 
-def _bn(torch_prefix: str, path: tuple[str, ...]) -> list[Entry]:
-    return [
-        Entry(f"{torch_prefix}.weight", "params", path + ("scale",)),
-        Entry(f"{torch_prefix}.bias", "params", path + ("bias",)),
-        Entry(f"{torch_prefix}.running_mean", "batch_stats", path + ("mean",)),
-        Entry(f"{torch_prefix}.running_var", "batch_stats", path + ("var",)),
-    ]
+def entries_of(layers) -> list[Entry]:
+    """Every PyTorch tensor of these layers, in their order."""
+    return [entry for spec in layers for entry in _layer_entries(spec)]
 
 
 def backbone_entries(cfg: BackboneConfig, root: tuple[str, ...] = ("backbone",)) -> list[Entry]:
-    """`features.0` is the stem (pad, conv, BN); `features.<i+1>` is MBConv block i.
-
-    Inside a block the Sequential `conv` holds, in order: [expand (pad, conv, BN, swish) when the
-    expand ratio is not 1], depthwise (pad, conv, BN, swish), SE (pool, conv, swish, conv, sigmoid),
-    project conv, project BN.
-    """
-    entries = _conv("features.0.1", root + ("stem_conv",)) + _bn("features.0.2", root + ("stem_bn",))
-    block = 0
-    for stage in cfg.stages:
-        for _ in range(stage.repeats):
-            t, p = f"features.{block + 1}.conv", root + (f"block_{block}",)
-            idx = 0
-            if stage.expand_ratio != 1:
-                entries += _conv(f"{t}.0.1", p + ("expand_conv",)) + _bn(f"{t}.0.2", p + ("expand_bn",))
-                idx = 1
-            entries += _conv(f"{t}.{idx}.1", p + ("dw_conv",)) + _bn(f"{t}.{idx}.2", p + ("dw_bn",))
-            if cfg.se_ratio > 0:
-                entries += _conv(f"{t}.{idx + 1}.se.1", p + ("se", "reduce"), bias=True)
-                entries += _conv(f"{t}.{idx + 1}.se.3", p + ("se", "expand"), bias=True)
-            entries += _conv(f"{t}.{idx + 2}", p + ("project_conv",))
-            entries += _bn(f"{t}.{idx + 3}", p + ("project_bn",))
-            block += 1
-    return entries
-
-
-def hrnet_entries(cfg: HRNetConfig, root: tuple[str, ...] = ("hrnet",)) -> list[Entry]:
-    entries: list[Entry] = []
-    num_stages = len(cfg.modules_per_stage)
-    for k, n in enumerate(cfg.branches_per_stage):
-        for b in range(n):
-            t, p = f"trans{k + 1}_branch{b + 1}", root + (f"transition{k + 1}", f"branch_{b}")
-            entries += _conv(f"{t}.0", p + ("conv",), bias=cfg.transition_bias) + _bn(f"{t}.1", p + ("bn",))
-        for m in range(cfg.modules_per_stage[k]):
-            t, p = f"stage{k + 2}.{m}", root + (f"stage{k + 2}", f"module_{m}")
-            for b in range(n):
-                for blk in range(cfg.blocks_per_branch):
-                    tb, pb = f"{t}.branches.{b}.{blk}", p + (f"branch_{b}_block_{blk}",)
-                    for c in ("1", "2"):
-                        entries += _conv(f"{tb}.conv{c}", pb + (f"conv{c}",))
-                        entries += _bn(f"{tb}.bn{c}", pb + (f"bn{c}",))
-            single = k == num_stages - 1 and m == cfg.modules_per_stage[k] - 1
-            for i in range(1 if single else n):
-                for j in range(n):
-                    tf, pf = f"{t}.fuse_layers.{i}.{j}", p + (f"fuse_{i}_{j}",)
-                    if j > i:
-                        entries += _conv(f"{tf}.0", pf + ("conv",)) + _bn(f"{tf}.1", pf + ("bn",))
-                    for s in range(i - j):
-                        ps = pf + (f"down_{s}",)
-                        entries += _conv(f"{tf}.{s}.0", ps + ("conv",)) + _bn(f"{tf}.{s}.1", ps + ("bn",))
-    return entries
-
-
-def head_entries(cfg: HeadConfig, root: tuple[str, ...] = ("head",)) -> list[Entry]:
-    entries = _conv("final_layers.0", root + ("final_0",), bias=True)
-    for d in range(cfg.num_deconvs):
-        t, p = f"deconv_layers.{d}", root + (f"deconv_{d}",)
-        entries += _conv(f"{t}.0.0", p + ("deconv",), layout=_DECONV) + _bn(f"{t}.0.1", p + ("bn",))
-        for n in range(cfg.blocks_per_deconv):
-            tb, pb = f"{t}.{n + 1}.0", p + (f"block_{n}",)
-            for c in ("1", "2"):
-                entries += _conv(f"{tb}.conv{c}", pb + (f"conv{c}",)) + _bn(f"{tb}.bn{c}", pb + (f"bn{c}",))
-        entries += _conv(f"final_layers.{d + 1}", root + (f"final_{d + 1}",), bias=True)
-    return entries
+    """`features.0` is the stem (pad, conv, BN); `features.<i+1>` is MBConv block i (see `topology`)."""
+    return entries_of(topology.backbone_layers(cfg, root=root))
 
 
 def model_entries(cfg: ModelConfig) -> list[Entry]:
     """Every PyTorch state-dict tensor of the reference model for `cfg`, in the model's order."""
-    return backbone_entries(cfg.backbone) + hrnet_entries(cfg.hrnet) + head_entries(cfg.head)
+    return entries_of(topology.pose_layers(cfg))
 
 
 def _flatten(tree: Mapping, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
@@ -155,18 +106,10 @@ def _convert(
 ) -> dict[str, dict]:
     """Map `state_dict` through `entries`, checking against the `expected` shapes; strict."""
     expected_flat = {
-        (collection,) + path: leaf.shape
+        (collection,) + path: leaf
         for collection, tree in expected.items()
         for path, leaf in _flatten(tree).items()
     }
-    targets = {(e.collection,) + e.path for e in entries}
-    uncovered = sorted("/".join(p) for p in expected_flat.keys() - targets)
-    unknown = sorted("/".join(p) for p in targets - expected_flat.keys())
-    if uncovered or unknown:  # a bug in this module, not in the user's file
-        raise AssertionError(
-            f"converter map out of sync with the model: uncovered {uncovered}, unknown {unknown}"
-        )
-
     wanted = {e.torch_key for e in entries}
     missing = [e.torch_key for e in entries if e.torch_key not in state_dict]
     unexpected = sorted(
@@ -209,8 +152,9 @@ def variables_from_torch(state_dict: Mapping[str, Any], cfg: ModelConfig) -> dic
     missing, unexpected or mis-shaped entry raises one ValueError listing them all;
     `num_batches_tracked` entries are accepted and ignored.
     """
-    expected = init_shapes(cfg, 2 * network_stride(cfg))
-    return _convert(state_dict, model_entries(cfg), expected, f"EfficientHRNet({cfg.name})")
+    layers = topology.pose_layers(cfg)
+    expected = topology.variable_shapes(layers)
+    return _convert(state_dict, entries_of(layers), expected, f"EfficientHRNet({cfg.name})")
 
 
 def backbone_variables_from_torch(
@@ -222,11 +166,11 @@ def backbone_variables_from_torch(
     strictly; other entries (e.g. a classifier head) raise unless `ignore_non_backbone=True`.
     Merge the result into a full model's variables to start from the pretrained backbone.
     """
-    full = init_shapes(cfg, 2 * network_stride(cfg))
-    expected = {c: {"backbone": full[c]["backbone"]} for c in ("params", "batch_stats")}
+    layers = topology.backbone_layers(cfg.backbone)
+    expected = topology.variable_shapes(layers)
     extra_ok = (lambda k: not k.startswith("features.")) if ignore_non_backbone else (lambda k: False)
     what = f"the backbone of {cfg.name}"
-    return _convert(state_dict, backbone_entries(cfg.backbone), expected, what, extra_ok)
+    return _convert(state_dict, entries_of(layers), expected, what, extra_ok)
 
 
 def unwrap_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Any]:

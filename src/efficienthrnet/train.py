@@ -795,6 +795,7 @@ def train(
     stop_after_steps: int | None = None,
     loader: Any = None,
     model: nn.Module | None = None,
+    init_from: Any = None,
 ) -> dict[str, Any]:
     """Train (or resume) a model; the function behind ``efficienthrnet train``.
 
@@ -811,6 +812,8 @@ def train(
       loader: an already built batch iterator with get_state/set_state (tests, custom data);
         by default the data pipeline builds one from data_spec.
       model: the flax module to train; by default `EfficientHRNet(model_config)`.
+      init_from: a pretrained backbone (`backbone_init.BackboneWeights`) merged into the freshly
+        initialised variables (`backbone_init.start_from`); a resumed run restores its checkpoint.
 
     Returns:
       Summary dict: run_dir, final step, last metrics, images/s, input-wait share, checkpoint steps.
@@ -838,7 +841,12 @@ def train(
             model = build_model(model_config, train_config.compute_dtype, train_config.init_scheme)
         elif hasattr(model, "dtype"):
             model = model.clone(dtype=COMPUTE_DTYPES[train_config.compute_dtype])
-        state = replicate(create_train_state(model, model_config, train_config), mesh)
+        state = create_train_state(model, model_config, train_config)
+        if init_from is not None:
+            from efficienthrnet.backbone_init import start_from
+
+            state = start_from(state, init_from, model_config)
+        state = replicate(state, mesh)
         has_checkpoint = bool(checkpoint_steps(run_dir))
         if resume and has_checkpoint:
             manager = checkpoint_manager(run_dir, train_config)

@@ -5,13 +5,15 @@ blocks (optional 1x1 expand, k x k depthwise, squeeze-excite, 1x1 project, resid
 shape is kept). Every width, repeat, kernel, stride, BN constant and drop-connect rate comes from
 the config; the feature taps are the outputs of `config.tap_stages`, found from stage boundaries.
 
-Parameter names (converter and complexity counter rely on them): `stem_conv`, `stem_bn`,
+Parameter names (the same as `topology.py`'s, which the converter and the cost model read; a test
+cross-checks the two trees): `stem_conv`, `stem_bn`,
 `block_<i>` (i counts blocks over all stages, from 0) with `expand_conv`, `expand_bn` (absent when
 expand ratio is 1), `dw_conv`, `dw_bn`, `se` (`reduce`, `expand`), `project_conv`, `project_bn`.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -19,7 +21,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from efficienthrnet.config import BackboneConfig, ModelConfig
-from efficienthrnet.nn.ops import DepthwiseConv, conv_kernel_init, drop_connect, tf_same_padding
+from efficienthrnet.nn.layers import Initializer, ModuleDef, conv_factory, he_normal, norm_factory
+from efficienthrnet.nn.ops import DepthwiseConv, drop_connect, tf_same_padding
 
 STEM_KERNEL = 3  # the stem is a 3x3 conv in every EfficientNet; its stride comes from the config
 
@@ -33,19 +36,21 @@ class SqueezeExcite(nn.Module):
     """Global average pool, 1x1 conv (bias) down, swish, 1x1 conv (bias) up, sigmoid gate."""
 
     reduced: int
-    dtype: Any = jnp.float32
+    conv: ModuleDef
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         s = jnp.mean(x, axis=(1, 2), keepdims=True)
-        s = nn.Conv(self.reduced, (1, 1), dtype=self.dtype, kernel_init=conv_kernel_init, name="reduce")(s)
-        s = nn.swish(s)
-        s = nn.Conv(x.shape[-1], (1, 1), dtype=self.dtype, kernel_init=conv_kernel_init, name="expand")(s)
+        s = nn.swish(self.conv(self.reduced, (1, 1), use_bias=True, name="reduce")(s))
+        s = self.conv(x.shape[-1], (1, 1), use_bias=True, name="expand")(s)
         return x * nn.sigmoid(s)
 
 
 class MBConv(nn.Module):
-    """Mobile inverted bottleneck with squeeze-excite (SE width from the block's input channels)."""
+    """Mobile inverted bottleneck with squeeze-excite (SE width from the block's input channels).
+
+    `conv`, `depthwise` and `norm` are the backbone's layer factories (see `nn.layers`).
+    """
 
     out_channels: int
     expand_ratio: int
@@ -53,55 +58,24 @@ class MBConv(nn.Module):
     stride: int
     se_ratio: float
     drop_connect_rate: float
-    bn_eps: float
-    bn_decay: float
-    dtype: Any = jnp.float32
-    depthwise_impl: str = "auto"
-
-    def _bn(self, name: str, train: bool) -> nn.BatchNorm:
-        return nn.BatchNorm(
-            use_running_average=not train,
-            momentum=self.bn_decay,
-            epsilon=self.bn_eps,
-            dtype=self.dtype,
-            name=name,
-        )
+    conv: ModuleDef
+    depthwise: ModuleDef
+    norm: ModuleDef
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         in_channels = x.shape[-1]
         h = x
         if self.expand_ratio != 1:
-            h = nn.Conv(
-                in_channels * self.expand_ratio,
-                (1, 1),
-                use_bias=False,
-                dtype=self.dtype,
-                kernel_init=conv_kernel_init,
-                name="expand_conv",
-            )(h)
-            h = nn.swish(self._bn("expand_bn", train)(h))
-        h = DepthwiseConv(
-            self.kernel,
-            self.stride,
-            _same(self.kernel, self.stride),
-            impl=self.depthwise_impl,
-            dtype=self.dtype,
-            name="dw_conv",
-        )(h)
-        h = nn.swish(self._bn("dw_bn", train)(h))
+            h = self.conv(in_channels * self.expand_ratio, (1, 1), name="expand_conv")(h)
+            h = nn.swish(self.norm(name="expand_bn")(h))
+        h = self.depthwise(self.kernel, self.stride, _same(self.kernel, self.stride), name="dw_conv")(h)
+        h = nn.swish(self.norm(name="dw_bn")(h))
         if self.se_ratio > 0:
             reduced = max(1, int(in_channels * self.se_ratio))
-            h = SqueezeExcite(reduced, dtype=self.dtype, name="se")(h)
-        h = nn.Conv(
-            self.out_channels,
-            (1, 1),
-            use_bias=False,
-            dtype=self.dtype,
-            kernel_init=conv_kernel_init,
-            name="project_conv",
-        )(h)
-        h = self._bn("project_bn", train)(h)
+            h = SqueezeExcite(reduced, conv=self.conv, name="se")(h)
+        h = self.conv(self.out_channels, (1, 1), name="project_conv")(h)
+        h = self.norm(name="project_bn")(h)
         if self.stride == 1 and in_channels == self.out_channels:
             if train and self.drop_connect_rate > 0:
                 h = drop_connect(h, self.drop_connect_rate, self.make_rng("dropout"))
@@ -114,36 +88,33 @@ class EfficientNet(nn.Module):
 
     `output="taps"` returns a tuple with the outputs of `config.tap_stages` (strides
     `config.tap_strides`); `output="last"` returns the final stage output (for the classifier).
+    `kernel_init` initialises every conv kernel (He-normal by default).
     """
 
     config: BackboneConfig
     dtype: Any = jnp.float32
     depthwise_impl: str = "auto"
     output: str = "taps"
+    kernel_init: Initializer = he_normal
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False):
         cfg = self.config
         if self.output not in ("taps", "last"):
             raise ValueError(f"EfficientNet output {self.output!r} must be 'taps' or 'last'")
-        x = nn.Conv(
+        conv = conv_factory(self.dtype, self.kernel_init)
+        norm = norm_factory(cfg.bn_eps, cfg.bn_decay, train, self.dtype)
+        depthwise = functools.partial(
+            DepthwiseConv, impl=self.depthwise_impl, dtype=self.dtype, kernel_init=self.kernel_init
+        )
+        x = conv(
             cfg.stem_channels,
             (STEM_KERNEL, STEM_KERNEL),
             strides=cfg.stem_stride,
             padding=_same(STEM_KERNEL, cfg.stem_stride),
-            use_bias=False,
-            dtype=self.dtype,
-            kernel_init=conv_kernel_init,
             name="stem_conv",
         )(x.astype(self.dtype))
-        x = nn.BatchNorm(
-            use_running_average=not train,
-            momentum=cfg.bn_decay,
-            epsilon=cfg.bn_eps,
-            dtype=self.dtype,
-            name="stem_bn",
-        )(x)
-        x = nn.swish(x)
+        x = nn.swish(norm(name="stem_bn")(x))
         stage_outputs = []
         block_index = 0
         for stage in cfg.stages:
@@ -155,12 +126,11 @@ class EfficientNet(nn.Module):
                     stride=stage.stride if repeat == 0 else 1,
                     se_ratio=cfg.se_ratio,
                     drop_connect_rate=cfg.drop_connect_rate,
-                    bn_eps=cfg.bn_eps,
-                    bn_decay=cfg.bn_decay,
-                    dtype=self.dtype,
-                    depthwise_impl=self.depthwise_impl,
+                    conv=conv,
+                    depthwise=depthwise,
+                    norm=norm,
                     name=f"block_{block_index}",
-                )(x, train)
+                )(x, train=train)
                 block_index += 1
             stage_outputs.append(x)
         if self.output == "last":
@@ -194,22 +164,11 @@ class EfficientNetClassifier(nn.Module):
         cfg = _backbone_config(self.config)
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {self.num_classes}")
-        x = EfficientNet(cfg, self.dtype, self.depthwise_impl, output="last", name="backbone")(x, train)
-        x = nn.Conv(
-            cfg.classifier_head_channels,
-            (1, 1),
-            use_bias=False,
-            dtype=self.dtype,
-            kernel_init=conv_kernel_init,
-            name="head_conv",
-        )(x)
-        x = nn.BatchNorm(
-            use_running_average=not train,
-            momentum=cfg.bn_decay,
-            epsilon=cfg.bn_eps,
-            dtype=self.dtype,
-            name="head_bn",
-        )(x)
+        x = EfficientNet(
+            cfg, dtype=self.dtype, depthwise_impl=self.depthwise_impl, output="last", name="backbone"
+        )(x, train=train)
+        x = conv_factory(self.dtype)(cfg.classifier_head_channels, (1, 1), name="head_conv")(x)
+        x = norm_factory(cfg.bn_eps, cfg.bn_decay, train, self.dtype)(name="head_bn")(x)
         x = nn.swish(x)
         x = jnp.mean(x, axis=(1, 2))
         x = nn.Dropout(cfg.classifier_dropout, deterministic=not train)(x)

@@ -9,6 +9,7 @@ Parameter names: `final_0` (1x1 at 1/4), `deconv_<d>/{deconv,bn,block_<n>}`, `fi
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -16,8 +17,9 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from efficienthrnet.config import HeadConfig
-from efficienthrnet.nn.hrnet import BasicBlock, batch_norm
-from efficienthrnet.nn.ops import TorchConvTranspose, conv_kernel_init
+from efficienthrnet.nn.hrnet import BasicBlock
+from efficienthrnet.nn.layers import Initializer, ModuleDef, conv_factory, he_normal, norm_factory
+from efficienthrnet.nn.ops import TorchConvTranspose
 
 FINAL_KERNEL = 1  # the reference's FINAL_CONV_KERNEL
 DECONV_STRIDE = 2  # each deconv doubles the resolution (1/4 -> 1/2)
@@ -38,48 +40,48 @@ class DeconvBlock(nn.Module):
     """Transposed conv + BN + ReLU, then BasicBlocks at the new resolution."""
 
     config: HeadConfig
-    dtype: Any = jnp.float32
+    conv: ModuleDef
+    norm: ModuleDef
+    deconv: ModuleDef
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array) -> jax.Array:
         cfg = self.config
         padding, output_padding = deconv_padding(cfg.deconv_kernel)
-        x = TorchConvTranspose(
-            cfg.deconv_channels,
-            cfg.deconv_kernel,
-            DECONV_STRIDE,
-            padding,
-            output_padding,
-            dtype=self.dtype,
-            name="deconv",
-        )(x)
-        x = nn.relu(batch_norm(cfg.bn_eps, cfg.bn_decay, train, self.dtype, "bn")(x))
+        x = self.deconv(cfg.deconv_channels, cfg.deconv_kernel, DECONV_STRIDE, padding, output_padding, name="deconv")(x)
+        x = nn.relu(self.norm(name="bn")(x))
         for n in range(cfg.blocks_per_deconv):
-            x = BasicBlock(cfg.bn_eps, cfg.bn_decay, self.dtype, name=f"block_{n}")(x, train)
+            x = BasicBlock(conv=self.conv, norm=self.norm, name=f"block_{n}")(x)
         return x
 
 
 class Head(nn.Module):
-    """Returns (out_1/4 [B,h,w,quarter_channels], out_1/2 [B,2h,2w,half_channels], ...)."""
+    """Returns (out_1/4 [B,h,w,quarter_channels], out_1/2 [B,2h,2w,half_channels], ...).
+
+    `kernel_init` initialises the deconv blocks' kernels, `output_kernel_init` the prediction
+    convs `final_*` (both He-normal by default).
+    """
 
     config: HeadConfig
     dtype: Any = jnp.float32
-
-    def _final(self, channels: int, name: str) -> nn.Conv:
-        return nn.Conv(
-            channels, (FINAL_KERNEL, FINAL_KERNEL), use_bias=True, dtype=self.dtype,
-            kernel_init=conv_kernel_init, name=name,
-        )
+    kernel_init: Initializer = he_normal
+    output_kernel_init: Initializer = he_normal
 
     @nn.compact
     def __call__(self, features: jax.Array, train: bool = False) -> tuple[jax.Array, ...]:
         cfg = self.config
+        final = conv_factory(self.dtype, self.output_kernel_init)
+        layers = {
+            "conv": conv_factory(self.dtype, self.kernel_init),
+            "norm": norm_factory(cfg.bn_eps, cfg.bn_decay, train, self.dtype),
+            "deconv": functools.partial(TorchConvTranspose, dtype=self.dtype, kernel_init=self.kernel_init),
+        }
         x = features
-        y = self._final(cfg.quarter_channels, "final_0")(x)
+        y = final(cfg.quarter_channels, (FINAL_KERNEL, FINAL_KERNEL), use_bias=True, name="final_0")(x)
         outputs = [y]
         for d in range(cfg.num_deconvs):
             x = jnp.concatenate([x, y.astype(x.dtype)], axis=-1)
-            x = DeconvBlock(cfg, self.dtype, name=f"deconv_{d}")(x, train)
-            y = self._final(cfg.half_channels, f"final_{d + 1}")(x)
+            x = DeconvBlock(cfg, **layers, name=f"deconv_{d}")(x)
+            y = final(cfg.half_channels, (FINAL_KERNEL, FINAL_KERNEL), use_bias=True, name=f"final_{d + 1}")(x)
             outputs.append(y)
         return tuple(outputs)

@@ -21,48 +21,34 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from efficienthrnet.config import HRNetConfig
-from efficienthrnet.nn.ops import conv_kernel_init, torch_padding, upsample_nearest
+from efficienthrnet.nn.layers import Initializer, ModuleDef, conv_factory, he_normal, norm_factory
+from efficienthrnet.nn.ops import torch_padding, upsample_nearest
 
 # The HR network's convolutions: 3x3 everywhere except the 1x1 fuse projections. The reference
 # pads them PyTorch-style (k // 2 on both sides), including the stride-2 fuse convs.
 KERNEL = 3
 
 
-def conv(
-    features: int, kernel: int = KERNEL, stride: int = 1, bias: bool = False, dtype=jnp.float32, name=None
-):
-    """A conv with PyTorch symmetric padding k // 2."""
+def torch_conv(conv: ModuleDef, features: int, kernel: int = KERNEL, stride: int = 1, *,
+               bias: bool = False, name: str | None = None) -> nn.Module:
+    """A conv from the factory `conv` with PyTorch symmetric padding k // 2."""
     pad = torch_padding(kernel)
-    return nn.Conv(
-        features,
-        (kernel, kernel),
-        strides=stride,
-        padding=(pad, pad),
-        use_bias=bias,
-        dtype=dtype,
-        kernel_init=conv_kernel_init,
-        name=name,
-    )
-
-
-def batch_norm(eps: float, decay: float, train: bool, dtype, name: str) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, momentum=decay, epsilon=eps, dtype=dtype, name=name)
+    return conv(features, (kernel, kernel), strides=stride, padding=(pad, pad), use_bias=bias, name=name)
 
 
 class BasicBlock(nn.Module):
     """Two 3x3 convs with BN, ReLU between, identity residual, then ReLU (width is kept)."""
 
-    bn_eps: float
-    bn_decay: float
-    dtype: Any = jnp.float32
+    conv: ModuleDef
+    norm: ModuleDef
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array) -> jax.Array:
         width = x.shape[-1]
-        h = conv(width, dtype=self.dtype, name="conv1")(x)
-        h = nn.relu(batch_norm(self.bn_eps, self.bn_decay, train, self.dtype, "bn1")(h))
-        h = conv(width, dtype=self.dtype, name="conv2")(h)
-        h = batch_norm(self.bn_eps, self.bn_decay, train, self.dtype, "bn2")(h)
+        h = torch_conv(self.conv, width, name="conv1")(x)
+        h = nn.relu(self.norm(name="bn1")(h))
+        h = torch_conv(self.conv, width, name="conv2")(h)
+        h = self.norm(name="bn2")(h)
         return nn.relu(h + x)
 
 
@@ -74,14 +60,13 @@ class ConvBN(nn.Module):
     stride: int
     bias: bool
     relu: bool
-    bn_eps: float
-    bn_decay: float
-    dtype: Any = jnp.float32
+    conv: ModuleDef
+    norm: ModuleDef
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = conv(self.features, self.kernel, self.stride, self.bias, self.dtype, name="conv")(x)
-        x = batch_norm(self.bn_eps, self.bn_decay, train, self.dtype, "bn")(x)
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = torch_conv(self.conv, self.features, self.kernel, self.stride, bias=self.bias, name="conv")(x)
+        x = self.norm(name="bn")(x)
         return nn.relu(x) if self.relu else x
 
 
@@ -91,12 +76,11 @@ class FuseDown(nn.Module):
     in_width: int
     out_width: int
     steps: int
-    bn_eps: float
-    bn_decay: float
-    dtype: Any = jnp.float32
+    conv: ModuleDef
+    norm: ModuleDef
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array) -> jax.Array:
         for step in range(self.steps):
             last = step == self.steps - 1
             x = ConvBN(
@@ -105,11 +89,10 @@ class FuseDown(nn.Module):
                 2,
                 bias=False,
                 relu=not last,
-                bn_eps=self.bn_eps,
-                bn_decay=self.bn_decay,
-                dtype=self.dtype,
+                conv=self.conv,
+                norm=self.norm,
                 name=f"down_{step}",
-            )(x, train)
+            )(x)
         return x
 
 
@@ -119,16 +102,16 @@ class HRModule(nn.Module):
     widths: tuple[int, ...]
     blocks_per_branch: int
     single_output: bool
-    bn_eps: float
-    bn_decay: float
-    dtype: Any = jnp.float32
+    conv: ModuleDef
+    norm: ModuleDef
 
     @nn.compact
-    def __call__(self, xs: Sequence[jax.Array], train: bool = False) -> tuple[jax.Array, ...]:
+    def __call__(self, xs: Sequence[jax.Array]) -> tuple[jax.Array, ...]:
+        layers = {"conv": self.conv, "norm": self.norm}
         branches = []
         for b, x in enumerate(xs):
             for n in range(self.blocks_per_branch):
-                x = BasicBlock(self.bn_eps, self.bn_decay, self.dtype, name=f"branch_{b}_block_{n}")(x, train)
+                x = BasicBlock(**layers, name=f"branch_{b}_block_{n}")(x)
             branches.append(x)
         num_out = 1 if self.single_output else len(branches)
         outputs = []
@@ -136,16 +119,12 @@ class HRModule(nn.Module):
             total = branches[i]
             for j, xj in enumerate(branches):
                 if j > i:
-                    y = ConvBN(
-                        self.widths[i], 1, 1, False, False, self.bn_eps, self.bn_decay, self.dtype,
-                        name=f"fuse_{i}_{j}",
-                    )(xj, train)
+                    y = ConvBN(self.widths[i], 1, 1, bias=False, relu=False, **layers, name=f"fuse_{i}_{j}")(xj)
                     total = total + upsample_nearest(y, 2 ** (j - i))
                 elif j < i:
                     total = total + FuseDown(
-                        self.widths[j], self.widths[i], i - j, self.bn_eps, self.bn_decay, self.dtype,
-                        name=f"fuse_{i}_{j}",
-                    )(xj, train)
+                        self.widths[j], self.widths[i], i - j, **layers, name=f"fuse_{i}_{j}"
+                    )(xj)
             outputs.append(nn.relu(total))
         return tuple(outputs)
 
@@ -155,16 +134,13 @@ class Transition(nn.Module):
 
     widths: tuple[int, ...]
     bias: bool
-    bn_eps: float
-    bn_decay: float
-    dtype: Any = jnp.float32
+    conv: ModuleDef
+    norm: ModuleDef
 
     @nn.compact
-    def __call__(self, xs: Sequence[jax.Array], train: bool = False) -> tuple[jax.Array, ...]:
+    def __call__(self, xs: Sequence[jax.Array]) -> tuple[jax.Array, ...]:
         return tuple(
-            ConvBN(w, KERNEL, 1, self.bias, True, self.bn_eps, self.bn_decay, self.dtype, name=f"branch_{b}")(
-                x, train
-            )
+            ConvBN(w, KERNEL, 1, bias=self.bias, relu=True, conv=self.conv, norm=self.norm, name=f"branch_{b}")(x)
             for b, (w, x) in enumerate(zip(self.widths, xs))
         )
 
@@ -176,22 +152,20 @@ class Stage(nn.Module):
     num_modules: int
     blocks_per_branch: int
     single_output_last: bool
-    bn_eps: float
-    bn_decay: float
-    dtype: Any = jnp.float32
+    conv: ModuleDef
+    norm: ModuleDef
 
     @nn.compact
-    def __call__(self, xs: Sequence[jax.Array], train: bool = False) -> tuple[jax.Array, ...]:
+    def __call__(self, xs: Sequence[jax.Array]) -> tuple[jax.Array, ...]:
         for m in range(self.num_modules):
             xs = HRModule(
                 self.widths,
                 self.blocks_per_branch,
-                self.single_output_last and m == self.num_modules - 1,
-                self.bn_eps,
-                self.bn_decay,
-                self.dtype,
+                single_output=self.single_output_last and m == self.num_modules - 1,
+                conv=self.conv,
+                norm=self.norm,
                 name=f"module_{m}",
-            )(xs, train)
+            )(xs)
         return xs
 
 
@@ -200,10 +174,12 @@ class HRNet(nn.Module):
 
     `taps` are the backbone features at strides 4, 8, 16, 32 (one more than the number of stages):
     the first stage starts from the first two, every further stage adds the next one as its new branch.
+    `kernel_init` initialises every conv kernel (He-normal by default).
     """
 
     config: HRNetConfig
     dtype: Any = jnp.float32
+    kernel_init: Initializer = he_normal
 
     @nn.compact
     def __call__(self, taps: Sequence[jax.Array], train: bool = False) -> jax.Array:
@@ -219,23 +195,23 @@ class HRNet(nn.Module):
             raise ValueError(
                 f"HRNet branch_widths {cfg.branch_widths} must list {branch_counts[-1]} widths"
             )
+        layers = {
+            "conv": conv_factory(self.dtype, self.kernel_init),
+            "norm": norm_factory(cfg.bn_eps, cfg.bn_decay, train, self.dtype),
+        }
         xs: tuple[jax.Array, ...] = ()
         for k in range(num_stages):
             n = branch_counts[k]
             widths = tuple(cfg.branch_widths[:n])
             # Existing branches keep their stream; the new ones start from the backbone taps.
             inputs = tuple(xs) + tuple(taps[len(xs) : n])
-            xs = Transition(
-                widths, cfg.transition_bias, cfg.bn_eps, cfg.bn_decay, self.dtype, name=f"transition{k + 1}"
-            )(inputs, train)
+            xs = Transition(widths, bias=cfg.transition_bias, **layers, name=f"transition{k + 1}")(inputs)
             xs = Stage(
                 widths,
                 cfg.modules_per_stage[k],
                 cfg.blocks_per_branch,
                 single_output_last=k == num_stages - 1,
-                bn_eps=cfg.bn_eps,
-                bn_decay=cfg.bn_decay,
-                dtype=self.dtype,
+                **layers,
                 name=f"stage{k + 2}",
-            )(xs, train)
+            )(xs)
         return xs[0]

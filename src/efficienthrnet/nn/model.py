@@ -2,6 +2,7 @@
 
     model = EfficientHRNet(generate_config(phi, rule="reference"))
     variables = model.init(key, x, train=False)              # x: [B, H, W, 3], H and W % 32 == 0
+                                                             # (fast: `init_variables(model, key)`)
     out4, out2 = model.apply(variables, x, train=False)
     (out4, out2), updates = model.apply(variables, x, train=True, mutable=["batch_stats"],
                                         rngs={"dropout": key})
@@ -15,18 +16,28 @@ are returned as float32.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
-from flax import traverse_util
 
 from efficienthrnet.config import ModelConfig
 from efficienthrnet.nn.efficientnet import EfficientNet
 from efficienthrnet.nn.head import Head
 from efficienthrnet.nn.hrnet import HRNet
+from efficienthrnet.nn.layers import INIT_SCHEMES, REFERENCE_INIT_STD, kernel_inits
+
+__all__ = [
+    "INIT_SCHEMES",
+    "REFERENCE_INIT_STD",
+    "EfficientHRNet",
+    "check_input",
+    "count_params",
+    "init_shapes",
+    "init_variables",
+    "network_stride",
+]
 
 
 def network_stride(config: ModelConfig) -> int:
@@ -47,47 +58,19 @@ def check_input(x: jax.Array, config: ModelConfig) -> None:
         )
 
 
-#: The reference's `init_weights` (run by get_pose_net before training): every conv and
-#: transposed-conv kernel ~ N(0, 0.001^2), biases 0, BatchNorm scale 1 and bias 0.
-REFERENCE_INIT_STD = 0.001
-INIT_SCHEMES = ("reference", "he", "he_small_head")
-
-
-def reference_training_init(params: dict, key: jax.Array, std: float = REFERENCE_INIT_STD,
-                            only: Callable[[tuple[str, ...]], bool] | None = None) -> dict:
-    """Params re-drawn as the reference initialises them for training.
-
-    Only conv kernels (4-d leaves) change, and of those only the ones whose path `only` accepts
-    (None: all): Flax already starts conv biases at 0 and BatchNorm at scale 1 / bias 0. Why it
-    matters: with He-scaled kernels everywhere the untrained network predicts heatmaps of
-    magnitude ~10; the first Adam steps then crush every output to zero and the network sits on
-    the all-zero plateau of the heatmap loss for thousands of steps, while from near-zero outputs
-    it starts fitting the peaks at once (measured on the synthetic data).
-    """
-    flat = traverse_util.flatten_dict(params)
-    keys = dict(zip(sorted(flat), jax.random.split(key, len(flat))))
-    redrawn = {
-        path: std * jax.random.normal(keys[path], leaf.shape, leaf.dtype)
-        if leaf.ndim == 4 and (only is None or only(path)) else leaf
-        for path, leaf in flat.items()
-    }
-    return traverse_util.unflatten_dict(redrawn)
-
-
-def is_output_conv(path: tuple[str, ...]) -> bool:
-    """Whether a parameter path lies in one of the head's output convs (``head/final_*``)."""
-    return len(path) > 1 and path[0] == "head" and path[1].startswith("final_")
-
-
 class EfficientHRNet(nn.Module):
     """The full bottom-up pose network for one ModelConfig (any phi, any scaling rule).
 
-    `init_scheme` "reference" (default) initialises as the authors' training does (kernels
-    N(0, 0.001^2), see `reference_training_init`); "he" keeps He-normal (fan-out) kernels;
-    "he_small_head" is He-normal everywhere except the head's output convs (``final_*``), which
-    start at N(0, 0.001^2) as in the reference, so predictions start near zero. The reference
-    starts from a pretrained backbone; trained from scratch, "he_small_head" learned faster in
-    short CPU runs (phi=-4, 500 steps on synthetic data: AP 0.222 against 0.198).
+    `init_scheme` names the kernel initialisers (`nn.layers.kernel_inits`): "reference"
+    (default) initialises as the authors' training does (every kernel N(0, 0.001^2)); "he"
+    keeps He-normal (fan-out) kernels; "he_small_head" is He-normal everywhere except the head's
+    output convs (``final_*``), which start at N(0, 0.001^2) as in the reference, so predictions
+    start near zero. The reference starts from a pretrained backbone (see `backbone_init`);
+    trained from scratch, "he_small_head" learned faster in short CPU runs (phi=-4, 500 steps
+    on synthetic data: AP 0.222 against 0.198). Why near-zero outputs matter: with He-scaled
+    kernels everywhere the untrained network predicts heatmaps of magnitude ~10; the first Adam
+    steps then crush every output to zero and the network sits on the all-zero plateau of the
+    heatmap loss for thousands of steps, while from near-zero outputs it fits the peaks at once.
     """
 
     config: ModelConfig
@@ -95,21 +78,15 @@ class EfficientHRNet(nn.Module):
     depthwise_impl: str = "auto"
     init_scheme: str = "reference"
 
-    def init(self, rngs, *args, **kwargs):
-        if self.init_scheme not in INIT_SCHEMES:
-            raise ValueError(f"init_scheme={self.init_scheme!r}; use one of {INIT_SCHEMES}")
-        variables = super().init(rngs, *args, **kwargs)
-        if self.init_scheme == "he":
-            return variables
-        key = rngs["params"] if isinstance(rngs, dict) else rngs
-        only = is_output_conv if self.init_scheme == "he_small_head" else None
-        params = reference_training_init(variables["params"], jax.random.fold_in(key, 1), only=only)
-        return {**variables, "params": params}
-
     def setup(self) -> None:
-        self.backbone = EfficientNet(self.config.backbone, self.dtype, self.depthwise_impl)
-        self.hrnet = HRNet(self.config.hrnet, self.dtype)
-        self.head = Head(self.config.head, self.dtype)
+        inits = kernel_inits(self.init_scheme)
+        self.backbone = EfficientNet(
+            self.config.backbone, dtype=self.dtype, depthwise_impl=self.depthwise_impl, kernel_init=inits.body
+        )
+        self.hrnet = HRNet(self.config.hrnet, dtype=self.dtype, kernel_init=inits.body)
+        self.head = Head(
+            self.config.head, dtype=self.dtype, kernel_init=inits.body, output_kernel_init=inits.output
+        )
 
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, ...]:
         """(out4 [B,H/4,W/4,quarter_channels], out2 [B,H/2,W/2,half_channels]), float32."""
@@ -140,6 +117,26 @@ def _init_shapes_cached(config: ModelConfig, size: int, module_kwargs: tuple) ->
     model = EfficientHRNet(config, **dict(module_kwargs))
     x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
     return jax.eval_shape(lambda k, x: model.init(k, x, train=False), jax.random.key(0), x)
+
+
+#: XLA options for compiling `init` on CPU: the unrolled random-number code of hundreds of
+#: initialisers takes most of an optimised compile, and `init` runs once.
+INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
+def init_variables(model: EfficientHRNet, key: jax.Array, input_size: int | None = None) -> dict:
+    """`model.init(key, x, train=False)`, the same values, fast: one compiled program at a small input.
+
+    Parameters do not depend on the input size, so the smallest valid one (the network stride)
+    is traced; the forward pass is dead code in the compiled program, which is built without
+    LLVM optimisation on CPU (`INIT_COMPILER_OPTIONS`). Eager `model.init` of H-4 takes ~40 s
+    on 2 CPU cores, op by op.
+    """
+    size = input_size or network_stride(model.config)
+    x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    options = INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+    init = jax.jit(lambda k, x: model.init(k, x, train=False)).lower(key, x).compile(compiler_options=options)
+    return init(key, jnp.zeros(x.shape, x.dtype))
 
 
 def count_params(tree) -> int:
