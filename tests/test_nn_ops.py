@@ -22,7 +22,6 @@ from efficienthrnet.nn.ops import (
     upsample_nearest,
 )
 
-
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
