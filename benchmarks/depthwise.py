@@ -14,7 +14,9 @@ When PyTorch is installed (the `torch` extra) the same convolution runs as
 `torch.nn.functional.conv2d(groups=C)` on the same numbers and threads (`--torch-threads`, default
 2), timed in rounds alternating with ours so that load on a shared machine hits both alike; each
 row then also carries torch_ms and ratio (torch_ms / time_ms: above 1 means ours is faster).
-Without torch (or with --no-torch) only our times are printed.
+Without torch (or with --no-torch) only our times are printed. On a machine shared with other jobs,
+PyTorch's thread pool suffers more from oversubscription than XLA's; a steadier comparison pins
+both to one core: `taskset -c 1 python benchmarks/depthwise.py --torch-threads 1`.
 """
 
 from __future__ import annotations
