@@ -126,7 +126,7 @@ def test_depthwise_rejects_wrong_kernel_layout():
 
 def _torch_conv_transpose_oracle(x, w_iohw, stride, padding, output_padding):
     """ConvTranspose2d by definition: every input pixel scatters weight * value into the output."""
-    b, h, wd, cin = x.shape
+    b, h, wd, _cin = x.shape
     _, cout, k, _ = w_iohw.shape
     full_h, full_w = (h - 1) * stride + k, (wd - 1) * stride + k
     full = np.zeros((b, full_h + output_padding, full_w + output_padding, cout))
