@@ -5,6 +5,7 @@ nearest upsampling."""
 from __future__ import annotations
 
 import itertools
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -17,9 +18,9 @@ from efficienthrnet.nn.ops import (
     drop_connect,
     resolve_depthwise_impl,
     tf_same_padding,
+    torch_padding,
     upsample_nearest,
 )
-
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
@@ -69,6 +70,44 @@ def test_depthwise_impls_agree_in_outputs_and_gradients(kernel, stride, size):
     np.testing.assert_allclose(gw_s, gw_n, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "kernel, stride, size, convention",
+    [
+        (3, 1, (7, 5), "torch"),
+        (5, 1, (9, 6), "torch"),
+        (3, 2, (9, 11), "torch"),
+        (5, 2, (7, 8), "torch"),
+        (3, 1, (6, 19), "tf"),  # output rows >= k*k: the kernel grad reduces along rows first
+        (5, 2, (11, 57), "tf"),
+        (1, 2, (5, 6), "tf"),  # a 1x1 stride-2 kernel: three input-grad phases receive nothing
+    ],
+)
+def test_shifted_depthwise_gradient_under_jit_matches_native(kernel, stride, size, convention):
+    """The hand-written backward of the CPU form against XLA's grouped conv, through jit(grad)."""
+    kx, kw, kt = jax.random.split(jax.random.key(kernel + 7 * stride + size[1]), 3)
+    x = jax.random.normal(kx, (2, *size, 3))
+    w = jax.random.normal(kw, (kernel, kernel, 1, 3))
+    pad = tf_same_padding(kernel, stride) if convention == "tf" else torch_padding(kernel)
+    out_hw = tuple((n + sum(pad) - kernel) // stride + 1 for n in size)
+    target = jax.random.normal(kt, (2, *out_hw, 3))
+
+    def loss(impl, x, w):
+        out = depthwise_conv2d(x, w, (stride, stride), (pad, pad), impl)
+        return jnp.sum(jnp.tanh(out) * target)
+
+    grad = {impl: jax.jit(jax.grad(partial(loss, impl), argnums=(0, 1)))(x, w) for impl in ("native", "shifted")}
+    np.testing.assert_allclose(grad["shifted"][0], grad["native"][0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grad["shifted"][1], grad["native"][1], rtol=1e-5, atol=1e-4)
+
+
+def test_shifted_depthwise_backward_saves_only_its_inputs():
+    """Autodiff of the k*k taps kept each tap's product for the backward; the custom VJP keeps x and w."""
+    x, w = jnp.ones((1, 8, 8, 4)), jnp.ones((3, 3, 1, 4))
+    _, vjp = jax.vjp(lambda x, w: depthwise_conv2d(x, w, (1, 1), ((1, 1), (1, 1)), "shifted"), x, w)
+    saved = [leaf for leaf in jax.tree_util.tree_leaves(vjp) if hasattr(leaf, "shape")]
+    assert sorted(leaf.size for leaf in saved) == [w.size, x.size]
+
+
 def test_depthwise_matches_direct_loop_with_asymmetric_padding():
     x = np.random.default_rng(0).normal(size=(1, 6, 6, 2)).astype(np.float32)
     w = np.random.default_rng(1).normal(size=(3, 3, 1, 2)).astype(np.float32)
@@ -87,7 +126,7 @@ def test_depthwise_rejects_wrong_kernel_layout():
 
 def _torch_conv_transpose_oracle(x, w_iohw, stride, padding, output_padding):
     """ConvTranspose2d by definition: every input pixel scatters weight * value into the output."""
-    b, h, wd, cin = x.shape
+    b, h, wd, _cin = x.shape
     _, cout, k, _ = w_iohw.shape
     full_h, full_w = (h - 1) * stride + k, (wd - 1) * stride + k
     full = np.zeros((b, full_h + output_padding, full_w + output_padding, cout))
