@@ -49,6 +49,7 @@ from efficienthrnet.training.checkpoints import (  # noqa: F401  (re-exported fo
     checkpoint_steps,
     describe_model,
     expected_variable_shapes,
+    load_variables,
     restore_checkpoint,
     restore_for_inference,
     save_checkpoint,
@@ -494,19 +495,8 @@ def load_for_inference(
     record = read_run_config(run_dir)
     model_config = ModelConfig.from_dict(record["model"])
     restore_run_schema(record, run_dir, keypoints)
-    steps = checkpoint_steps(run_dir)
-    if not steps:
-        raise FileNotFoundError(f"{run_dir / CHECKPOINT_DIR} holds no checkpoint; train first")
-    if step is None:
-        step = steps[-1]
-    elif step not in steps:
-        raise FileNotFoundError(f"{run_dir} has no checkpoint at step {step}; it has steps {steps}")
     model = build_model(model_config) if model is None else model
-    restored, stored = restore_for_inference(run_dir, step)
-    where = f"checkpoint {run_dir / CHECKPOINT_DIR / str(step)}"
-    check_same_architecture(stored, model_config, where)
-    variables = {"params": restored["state"]["params"], "batch_stats": restored["state"]["batch_stats"]}
-    check_variables_fit(model, model_config, variables, where)
+    variables = load_variables(run_dir, model, model_config, step)
     return model_config, model, variables
 
 

@@ -20,6 +20,7 @@ from efficienthrnet.training.checkpoints import (
     checkpoint_manager,
     checkpoint_steps,
     describe_model,
+    load_variables,
     restore_checkpoint,
     save_checkpoint,
 )
@@ -46,7 +47,7 @@ __all__ = [
     "CHECKPOINT_DIR", "COMPUTE_DTYPES", "CONFIG_FILE", "METRICS_FILE", "Cadence", "CheckpointError", "MetricsWriter",
     "ThroughputMeter", "TrainState", "TrainingTask", "cast_floating", "check_batch_divisible", "check_finite",
     "check_run_dir", "check_same_architecture", "check_variables_fit", "checkpoint_manager", "checkpoint_steps",
-    "create_train_state", "describe_model", "jit_step", "make_mesh", "maybe_initialize_distributed",
+    "create_train_state", "describe_model", "jit_step", "load_variables", "make_mesh", "maybe_initialize_distributed",
     "read_run_config", "replicate", "restore_checkpoint", "run_training", "save_checkpoint", "shard_batch",
     "train_step", "truncate_metrics", "write_run_record",
 ]

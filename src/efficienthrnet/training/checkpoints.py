@@ -212,3 +212,22 @@ def check_variables_fit(model: nn.Module, model_config: ModelConfig, variables: 
                     f"has shape {tuple(np.shape(have[name]))} in the checkpoint but {tuple(want[name].shape)} "
                     f"in the model; load it with the model it was trained with"
                 )
+
+
+def load_variables(
+    run_dir: Path, model: nn.Module, model_config: ModelConfig, step: int | None = None
+) -> dict[str, Any]:
+    """``{"params", "batch_stats"}`` of a run's checkpoint (latest by default), checked against the model."""
+    steps = checkpoint_steps(run_dir)
+    if not steps:
+        raise FileNotFoundError(f"{run_dir / CHECKPOINT_DIR} holds no checkpoint; train first")
+    if step is None:
+        step = steps[-1]
+    elif step not in steps:
+        raise FileNotFoundError(f"{run_dir} has no checkpoint at step {step}; it has steps {steps}")
+    restored, stored = restore_for_inference(run_dir, step)
+    where = f"checkpoint {run_dir / CHECKPOINT_DIR / str(step)}"
+    check_same_architecture(stored, model_config, where)
+    variables = {"params": restored["state"]["params"], "batch_stats": restored["state"]["batch_stats"]}
+    check_variables_fit(model, model_config, variables, where)
+    return variables
