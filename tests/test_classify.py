@@ -391,9 +391,9 @@ def test_table2_sweep_spec_parses_into_classify_trials():
     from efficienthrnet import sweep
 
     spec = sweep.load_spec(Path(__file__).resolve().parents[1] / "experiments" / "table2.toml")
-    trials = sweep.expand_trials(spec)
-    assert [t.phi for t in trials] == [-4.0, -3.0, -2.0, -1.0, 0.0] and spec.task == "classify"
-    config = trials.classify_trial_config(trials[0], spec)
+    expanded = sweep.expand_trials(spec)
+    assert [t.phi for t in expanded] == [-4.0, -3.0, -2.0, -1.0, 0.0] and spec.task == "classify"
+    config = trials.classify_trial_config(expanded[0], spec)
     assert (config.epochs, config.learning_rate, config.warmup_epochs, config.decay_every_epochs) == (
         200,
         0.05,
