@@ -30,6 +30,7 @@ from efficienthrnet.sweep import (
 if TYPE_CHECKING:
     from efficienthrnet.classify import ClassifyConfig
 
+
 # ------------------------------------------------------------------------------------ profile
 
 
@@ -48,7 +49,6 @@ def run_profile_trial(trial: Trial, spec: SweepSpec, trial_dir: Path) -> dict[st
     """Complexity (exact params, MACs, FLOPs, per part) and, if asked, latency of one config."""
     cfg = trial.model_config()
     return {**_cost_fields(cfg), **_latency_fields(trial, spec, cfg)}
-
 
 
 # --------------------------------------------------------------------------------------- pose
