@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from efficienthrnet import classify
+from efficienthrnet import classify, trials
 from efficienthrnet.classify import (
     ClassifyConfig,
     evaluate_classifier,
@@ -364,7 +364,7 @@ def test_classify_sweep_task_records_top1_and_costs(tmp_path, fast_compile):
     expected = profile_classifier(generate_config(-4, rule="reference"), 10, RESOLUTION)
     assert row["macs"] == expected.macs and row["params"] == expected.params
     assert 0.0 <= row["top1"] <= row["top5"] <= 1.0 and row["train_steps"] == 2
-    paths = classify.plot_classify_sweep(tmp_path / "sweep")
+    paths = trials.plot_classify_sweep(tmp_path / "sweep")
     assert {p.name for p in paths} == {
         "top1_vs_macs.png",
         "top1_vs_macs.svg",
@@ -391,13 +391,13 @@ def test_table2_sweep_spec_parses_into_classify_trials():
     from efficienthrnet import sweep
 
     spec = sweep.load_spec(Path(__file__).resolve().parents[1] / "experiments" / "table2.toml")
-    trials = sweep.expand_trials(spec)
-    assert [t.phi for t in trials] == [-4.0, -3.0, -2.0, -1.0, 0.0] and spec.task == "classify"
-    config = classify.classify_trial_config(trials[0], spec)
+    expanded = sweep.expand_trials(spec)
+    assert [t.phi for t in expanded] == [-4.0, -3.0, -2.0, -1.0, 0.0] and spec.task == "classify"
+    config = trials.classify_trial_config(expanded[0], spec)
     assert (config.epochs, config.learning_rate, config.warmup_epochs, config.decay_every_epochs) == (
         200,
         0.05,
         5,
         30,
     )
-    assert sweep.get_task("classify") is classify.run_classify_trial
+    assert sweep.get_task("classify") is trials.run_classify_trial

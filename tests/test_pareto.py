@@ -110,25 +110,26 @@ def test_profile_only_plots_cost_against_phi(tmp_path):
     assert all(p.stat().st_size > 1000 for p in paths)
 
 
-def test_registered_plotter_draws_its_task(tmp_path):
-    from efficienthrnet import pareto
+def test_registered_plotter_draws_its_task(tmp_path, monkeypatch):
+    from efficienthrnet import pareto, tasks
 
     spec = SweepSpec(name="f", task="test_fake_pose", phi=(-4.0,), rules=("reference",), output=str(tmp_path / "f"),
                      latency=LatencySpec(enabled=False))
     run_sweep(spec, progress=False)
     drawn = []
+    monkeypatch.setitem(tasks.TASKS, "test_fake_pose", tasks.TASKS["test_fake_pose"])  # restored afterwards
     pareto.register_plotter("test_fake_pose", lambda run_dir: drawn.append(run_dir) or [run_dir / "custom.png"])
-    try:
-        assert plot_sweep(tmp_path / "f") == [tmp_path / "f" / "custom.png"]
-        assert drawn == [tmp_path / "f"]
-    finally:
-        pareto.PLOTTERS.pop("test_fake_pose")
+    assert plot_sweep(tmp_path / "f") == [tmp_path / "f" / "custom.png"]
+    assert drawn == [tmp_path / "f"]
 
 
-def test_plug_in_task_module_is_imported_on_first_use(monkeypatch):
-    from efficienthrnet import sweep
+def test_task_functions_are_imported_on_first_use(monkeypatch):
+    from efficienthrnet import sweep, tasks
 
-    monkeypatch.setitem(sweep.TASK_MODULES, "test_plugin", "tests_plugin_that_does_not_exist")
+    monkeypatch.setitem(tasks.TASKS, "test_plugin", tasks.Task("test_plugin", "tests_plugin_that_does_not_exist:run"))
     with pytest.raises(ModuleNotFoundError, match="tests_plugin_that_does_not_exist"):
+        sweep.get_task("test_plugin")
+    monkeypatch.setitem(tasks.TASKS, "test_plugin", tasks.Task("test_plugin", "efficienthrnet.trials:no_such_trial"))
+    with pytest.raises(ValueError, match="'efficienthrnet.trials:no_such_trial'.*no function 'no_such_trial'"):
         sweep.get_task("test_plugin")
     assert sweep.get_task("classify").__name__ == "run_classify_trial"

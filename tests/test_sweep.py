@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from efficienthrnet import sweep
+from efficienthrnet import sweep, trials
 from efficienthrnet.sweep import (
     LatencySpec,
     SweepSpec,
@@ -56,7 +56,7 @@ def test_shipped_specs_parse_and_expand():
     ids = [t.trial_id for t in expand_trials(paper)]
     assert ids == [f"pose-reference-phi{p}-seed0" for p in (-4, -3, -2, -1, 0)]
     assert "input_size" not in paper.train  # full input size: each model's own
-    assert sweep.pose_train_config(expand_trials(paper)[0], paper).steps == paper.train["steps"]
+    assert trials.pose_train_config(expand_trials(paper)[0], paper).steps == paper.train["steps"]
 
     quick = load_spec(EXPERIMENTS / "quickstart.toml")
     assert quick.task == "pose" and quick.data.kind == "synthetic" and len(quick.phi) >= 2

@@ -12,9 +12,9 @@ from efficienthrnet.sweep import (
     Trial,
     expand_trials,
     load_sweep_spec,
-    pose_train_config,
     run_sweep,
 )
+from efficienthrnet.trials import pose_train_config
 
 RULES = ("efficienthrnet", "width_only")  # their cost ranges overlap from 2.6 GMACs up
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import tasks
 from .analysis import compare_rules, error_edf, finished, rank_agreement, summarize_results
 
 PLOTS_DIR = "plots"
@@ -225,29 +226,24 @@ def plot_results(df: pd.DataFrame, out_dir: str | os.PathLike, metric: str = "AP
     return paths
 
 
-#: Task name -> plot function(run_dir) -> paths, for tasks whose figures differ (e.g. "classify").
-PLOTTERS: dict[str, Callable[[Path], list[Path]]] = {}
-
-
 def register_plotter(task: str, fn: Callable[[Path], list[Path]]) -> None:
-    """Make `plot_sweep` call ``fn(run_dir)`` for sweeps of ``task`` instead of the pose/profile plots."""
-    PLOTTERS[task] = fn
+    """Make `plot_sweep` call ``fn(run_dir)`` for sweeps of ``task`` (its entry in the task table)."""
+    tasks.register_plotter(task, fn)
 
 
 def plot_sweep(run_dir: str | os.PathLike, metric: str = "AP") -> list[Path]:
     """Plots of a sweep folder (its trials/ records) into RUN_DIR/plots/; returns the PNG and SVG paths.
 
-    The paper's as-reported points are added when the sweep's spec ran on COCO data. A task with
-    a registered plotter (`register_plotter`) is drawn by it.
+    A task whose entry in `efficienthrnet.tasks` names a plotter is drawn by it; the others get the
+    standard plots, with the paper's as-reported points when the sweep's spec ran on COCO data.
     """
-    from .sweep import get_task, load_results, load_sweep_spec
+    from .sweep import load_results, load_sweep_spec
 
     run_dir = Path(run_dir)
     spec = load_sweep_spec(run_dir)
-    if spec is not None:
-        get_task(spec.task)  # imports a plug-in task's module, which may register its plotter
-        if spec.task in PLOTTERS:
-            return PLOTTERS[spec.task](run_dir)
+    plot = None if spec is None else tasks.plotter(spec.task)
+    if plot is not None:
+        return plot(run_dir)
     df = load_results(run_dir)
     on_coco = spec is not None and spec.data is not None and spec.data.kind == "coco"
     return plot_results(df, run_dir / PLOTS_DIR, metric, with_reported=on_coco, name=spec.name if spec else "")
@@ -284,5 +280,5 @@ def front_table(df: pd.DataFrame, metric: str = "AP", cost: str = "macs") -> pd.
     return pareto_front(points, metric, cost)[["rule", "phi", metric, cost]].reset_index(drop=True)
 
 
-__all__ = ["compare_sweep", "compare_rules", "rank_agreement", "summarize_results", "plot_edf", "PLOTTERS", "register_plotter", "pareto_mask", "pareto_front", "front_table", "finished_points", "reported_points", "plot_tradeoff",
+__all__ = ["compare_sweep", "compare_rules", "rank_agreement", "summarize_results", "plot_edf", "register_plotter", "pareto_mask", "pareto_front", "front_table", "finished_points", "reported_points", "plot_tradeoff",
            "plot_cost_vs_phi", "plot_results", "plot_sweep"]

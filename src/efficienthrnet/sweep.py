@@ -6,9 +6,9 @@ A sweep is setup -> launch -> collect -> analyse:
   `expand_trials(spec)` lists its `Trial`s (phi x rule x seed), each with a stable id such as
   ``pose-reference-phi-2.5-seed0``.
 - **launch**: `run_sweep(spec, out_dir, executor="local"|"ray")` runs every trial that is not
-  finished yet, one after another in this process or as Ray tasks. A trial runs a *task*
-  function looked up in `TASKS` (``profile``: complexity and latency; ``pose``: train, evaluate,
-  profile). More tasks plug in through `register_task`.
+  finished yet, one after another in this process or as Ray tasks. A trial runs its *task*'s
+  function, looked up in the task table `efficienthrnet.tasks` (which also says whether the task
+  needs data and how its sweep is plotted). More tasks plug in through `register_task`.
 - **collect**: each trial writes ``OUT/trials/<trial_id>/result.json`` atomically (temporary file
   plus ``os.replace``): status ``done`` or ``failed`` (with error and traceback), the task's result
   fields, the model config and provenance. A trial that is running has status ``running``.
@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from . import tasks
 
 RESULT_FILE = "result.json"
 TRIALS_DIR = "trials"
@@ -303,10 +305,12 @@ def _check_spec(spec: SweepSpec, where: str) -> None:
     power = spec.device.power_watts
     if power is not None and not power > 0:
         raise ValueError(f"{where}: device.power_watts {power!r} must be > 0 (or left out)")
-    if spec.task == "pose":
-        if spec.data is None:
-            raise ValueError(f"{where}: task 'pose' needs a [data] table (kind, dir)")
-        _check_train_table(spec.train, where)
+    task = tasks.TASKS.get(spec.task)  # an unknown task is refused when the sweep runs (plug-ins register late)
+    if task is not None:
+        if task.needs_data and spec.data is None:
+            raise ValueError(f"{where}: task {spec.task!r} needs a [data] table (kind, dir)")
+        if task.check_train is not None:
+            tasks.resolve(task.check_train)(spec.train, where)
 
 
 #: [train] keys the sweep resolves per trial before the rest becomes a TrainConfig.
@@ -322,34 +326,6 @@ def _check_data_keypoints(data: DataSpec, where: str) -> None:
         raise ValueError(f"{where}: data.keypoints: {err}") from None
     if "schema" in data.synthetic:
         raise ValueError(f"{where}: data.synthetic.schema is not a field; set the schema with [data] keypoints")
-
-
-def _check_train_table(train: Mapping[str, Any], where: str) -> None:
-    from .scaling import proxy_input_size
-    from .train import TrainConfig
-
-    steps = train.get("steps")
-    if isinstance(steps, (list, tuple)):
-        if not steps or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in steps) \
-                or len(set(steps)) != len(steps):
-            raise ValueError(f"{where}: train.steps {list(steps)!r} must be one positive integer or a list of "
-                             f"distinct ones (training budgets to compare), e.g. steps = [150, 500]")
-    scale = train.get("resolution_scale")
-    if scale is not None:
-        if train.get("input_size") is not None:
-            raise ValueError(f"{where}: [train] sets both input_size = {train['input_size']!r} and resolution_scale = "
-                             f"{scale!r}; keep one (a fixed proxy size, or each rule's own size times the scale)")
-        try:
-            proxy_input_size(512, scale)
-        except ValueError as err:
-            raise ValueError(f"{where}: train.{err}") from None
-    table = {k: v for k, v in train.items() if k not in SWEEP_TRAIN_KEYS}
-    if isinstance(steps, (list, tuple)):
-        table["steps"] = max(steps)
-    try:
-        TrainConfig.from_dict(table)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}: [train] is not a valid TrainConfig: {err}") from None
 
 
 def load_spec(path: str | os.PathLike) -> SweepSpec:
@@ -452,7 +428,7 @@ def trial_settings(trial: Trial, spec: SweepSpec) -> dict[str, Any]:
     # Budget, steps and a non-default schema only when set, so folders of older sweeps still resume.
     trial_fields = {k: v for k, v in dataclasses.asdict(trial).items() if v is not None or k not in _OPTIONAL_TRIAL_FIELDS}
     settings = {"trial": _without_default_keypoints(trial_fields), "options": dict(spec.options)}
-    if spec.task != "profile":
+    if _trains(spec.task):
         settings.update(data=_without_default_keypoints(dataclasses.asdict(spec.data)) if spec.data else None,
                         train=dict(spec.train), evaluate=dataclasses.asdict(spec.evaluate))
     latency = dataclasses.asdict(spec.latency)
@@ -470,11 +446,12 @@ def _without_default_keypoints(table: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------- tasks
 
 TaskFn = Callable[[Trial, SweepSpec, Path], Mapping[str, Any]]
-TASKS: dict[str, TaskFn] = {}
+#: The task table (name -> `efficienthrnet.tasks.Task`), shared with `efficienthrnet.tasks`.
+TASKS = tasks.TASKS
 
 
-def register_task(name: str, fn: TaskFn, *, replace: bool = False) -> None:
-    """Make ``fn`` runnable as ``task = "<name>"`` in sweep specs.
+def register_task(name: str, fn: TaskFn, *, replace: bool = False, **settings: Any) -> None:
+    """Make ``fn`` runnable as ``task = "<name>"`` in sweep specs (an entry of the task table).
 
     ``fn(trial, spec, trial_dir) -> dict`` runs one trial: ``trial`` gives task, rule, phi and
     seed; ``spec`` the whole `SweepSpec` (task-specific settings go in its ``options`` table);
@@ -484,28 +461,20 @@ def register_task(name: str, fn: TaskFn, *, replace: bool = False) -> None:
     ... where they apply, so the Pareto plots find them); dicts and lists are kept in
     result.json only. Raising marks the trial failed, with the error and traceback recorded.
     Under the Ray executor the function is pickled to the workers, so define it at module level.
+    ``settings`` are further `efficienthrnet.tasks.Task` fields (fields, plotter, needs_data, ...).
     """
-    if not callable(fn):
-        raise ValueError(f"task {name!r}: {fn!r} is not callable")
-    if name in TASKS and not replace and TASKS[name] is not fn:
-        raise ValueError(f"task {name!r} is already registered ({TASKS[name]!r}); pass replace=True to override")
-    TASKS[name] = fn
-
-
-#: Tasks that live in other modules: importing the module registers the task (and its plotter).
-TASK_MODULES = {"classify": "efficienthrnet.classify"}
+    tasks.register_task(name, fn, replace=replace, **settings)
 
 
 def get_task(name: str) -> TaskFn:
-    """The registered task function; tasks listed in TASK_MODULES are imported on first use."""
-    if name not in TASKS and name in TASK_MODULES:
-        import importlib
+    """The trial function of a task in the table (imported on first use); unknown names are refused."""
+    return tasks.run_function(name)
 
-        importlib.import_module(TASK_MODULES[name])
-    if name not in TASKS:
-        raise ValueError(f"unknown sweep task {name!r}; registered tasks: {sorted(TASKS)}. "
-                         f"Register a new one with efficienthrnet.sweep.register_task(name, fn)")
-    return TASKS[name]
+
+def _trains(name: str) -> bool:
+    """Whether the task's results depend on [data], [train] and [evaluate] (unknown tasks: assume so)."""
+    task = tasks.TASKS.get(name)
+    return task is None or task.trains
 
 
 def _latency_fields(trial: Trial, spec: SweepSpec, cfg, variables: Any = None) -> dict[str, Any]:
@@ -531,23 +500,6 @@ def _latency_fields(trial: Trial, spec: SweepSpec, cfg, variables: Any = None) -
     return out
 
 
-def _cost_fields(cfg) -> dict[str, Any]:
-    from .complexity import profile
-
-    prof = profile(cfg)
-    out = {"input_size": cfg.input_size, "params": prof.params, "macs": prof.macs, "flops": prof.flops,
-           "paper_params": prof.paper_params, "paper_macs": prof.paper_macs}
-    for part, (params, macs) in prof.parts.items():
-        out[f"params_{part}"], out[f"macs_{part}"] = params, macs
-    return out
-
-
-def run_profile_trial(trial: Trial, spec: SweepSpec, trial_dir: Path) -> dict[str, Any]:
-    """Complexity (exact params, MACs, FLOPs, per part) and, if asked, latency of one config."""
-    cfg = trial.model_config()
-    return {**_cost_fields(cfg), **_latency_fields(trial, spec, cfg)}
-
-
 def ensure_dataset(data: DataSpec) -> str:
     """The dataset spec string for ``data``, generating the synthetic dataset if it is not there."""
     root = Path(data.dir)
@@ -564,61 +516,6 @@ def ensure_dataset(data: DataSpec) -> str:
         raise FileNotFoundError(f"COCO dataset {root} has no annotations/ folder; point data.dir at the COCO 2017 "
                                 f"root (annotations/person_keypoints_*2017.json, train2017/, val2017/)")
     return data.spec_string
-
-
-def pose_train_config(trial: Trial, spec: SweepSpec):
-    """The TrainConfig of a pose trial: the spec's [train] table with the trial's seed, no progress bar."""
-    from .scaling import proxy_input_size
-    from .train import TrainConfig
-
-    table = {"progress": False, **{k: v for k, v in spec.train.items() if k not in SWEEP_TRAIN_KEYS},
-             "seed": trial.seed}
-    if trial.steps is not None:
-        table["steps"] = trial.steps
-    if spec.resolution_scale is not None:
-        table["input_size"] = proxy_input_size(trial.model_config().input_size, spec.resolution_scale)
-    return TrainConfig.from_dict(table)
-
-
-def run_pose_trial(trial: Trial, spec: SweepSpec, trial_dir: Path) -> dict[str, Any]:
-    """Train (resuming in trial_dir/run), evaluate with COCO AP, profile and time one config."""
-    from .evaluate import evaluate_dataset
-    from .predict import PredictConfig, Predictor
-    from .train import load_for_inference, train
-
-    data_spec = ensure_dataset(spec.data)
-    cfg = trial.model_config()
-    train_config = pose_train_config(trial, spec)
-    run_dir = trial_dir / "run"
-    start = time.perf_counter()
-    summary = train(cfg, train_config, data_spec, run_dir, resume=True)
-    train_time = time.perf_counter() - start
-
-    start = time.perf_counter()
-    trained_cfg, model, variables = load_for_inference(run_dir)
-    predict_config = PredictConfig(input_size=trained_cfg.input_size, flip=spec.evaluate.flip)
-    predictor = Predictor(model, variables, trained_cfg.keypoints, predict_config)
-    metrics = evaluate_dataset(predictor, data_spec, spec.evaluate.split, limit=spec.evaluate.limit,
-                               out_json=trial_dir / PREDICTIONS_FILE, progress=False)
-    eval_time = time.perf_counter() - start
-    ap_fields = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-    return {
-        **_cost_fields(trained_cfg),  # costs at the size it was trained and evaluated at
-        "native_input_size": cfg.input_size,
-        "native_macs": _cost_fields(cfg)["macs"],
-        "resolution_scale": spec.resolution_scale,  # None: the fixed [train] input_size was used
-        **ap_fields,
-        "train_steps": summary["step"],
-        "train_time_s": train_time,
-        "eval_time_s": eval_time,
-        "final_loss": summary["metrics"].get("loss"),
-        "train_images_per_s": summary.get("images_per_s"),
-        **_latency_fields(trial, spec, trained_cfg, variables),
-    }
-
-
-register_task("profile", run_profile_trial)
-register_task("pose", run_pose_trial)
 
 
 # ------------------------------------------------------------------------------------- records
@@ -896,7 +793,7 @@ def run_sweep(spec_or_path: SweepSpec | str | os.PathLike, out_dir: str | os.Pat
     finished, todo = pending_trials(spec, out)
     if executor == "ray" and todo:
         _import_ray()
-    if spec.task == "pose" and spec.data.kind == "synthetic" and todo:
+    if tasks.get_task(spec.task).needs_data and spec.data.kind == "synthetic" and todo:
         ensure_dataset(spec.data)  # once, before trials (Ray tasks) that would race to generate it
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / SPEC_FILE, spec.to_dict())
@@ -995,4 +892,3 @@ def _jsonable_to_table(table: dict[str, Any]) -> dict[str, Any]:
         return value
 
     return clean(table)
-

@@ -1,9 +1,9 @@
-"""Training: the train state, one jitted data-parallel step, checkpoints, exact resume, metrics.
+"""Pose training: the EfficientHRNet task on top of the shared training layer (`efficienthrnet.training`).
 
-One readable step in the style of flax's ImageNet example, but data parallel through ``jax.jit``
-on sharded arrays instead of ``pmap``: a one-axis `Mesh` ("data") over every device, the batch
-split along it and the train state replicated. BatchNorm then reduces over the global batch with
-no extra code, and one device is the same code path with a mesh of one.
+This module says what is particular to pose: `TrainConfig`, the Adam schedule, the model, the
+heatmap + associative-embedding loss step and the COCO-format input pipeline. The machinery
+(train state, data-parallel jitted step, checkpoints and exact resume, metrics, the loop) is
+`efficienthrnet.training`; its names are re-exported here for existing callers.
 
 Reference behaviour (reference page, section 5) and where this module departs from it:
 
@@ -13,22 +13,15 @@ Reference behaviour (reference page, section 5) and where this module departs fr
 - The reference always freezes the backbone (quirk 8); here that is ``freeze_backbone=True``,
   off by default. As in the reference, a frozen backbone still updates its BatchNorm statistics.
 
-A run folder holds ``config.json`` (model and train config), ``metrics.jsonl`` and
-``checkpoints/`` (orbax). A checkpoint stores the whole train state (params, batch statistics,
-optimizer state, step, PRNG key), the input pipeline's position and the model config, so that a
-resumed run continues bit for bit where the interrupted one stopped.
+A run folder holds ``config.json`` (model and train config, the keypoint schema, the data),
+``metrics.jsonl`` and ``checkpoints/`` (orbax); a resumed run continues bit for bit.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import dataclasses
 import functools
-import json
-import math
 import os
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -39,28 +32,52 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from flax import traverse_util
-from flax.training import train_state
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh
 
-from efficienthrnet.data.augment import AugmentConfig
 from efficienthrnet.config import NETWORK_STRIDE, ModelConfig, check_finite
-from efficienthrnet.files import check_output_dir, write_text_atomic
+from efficienthrnet.data.augment import AugmentConfig
 from efficienthrnet.keypoints import get_schema, restore_schema, schema_to_dict
 from efficienthrnet.losses import PUSH_LOSSES, LossWeights, compute_losses
+from efficienthrnet.training import step as _step
+from efficienthrnet.training.checkpoints import (  # noqa: F401  (re-exported for existing callers)
+    CHECKPOINT_DIR,
+    CheckpointError,
+    check_same_architecture,
+    check_variables_fit,
+    checkpoint_manager,
+    checkpoint_steps,
+    describe_model,
+    expected_variable_shapes,
+    load_variables,
+    restore_checkpoint,
+    restore_for_inference,
+    save_checkpoint,
+)
+from efficienthrnet.training.loop import Cadence, TrainingTask, run_training
+from efficienthrnet.training.metrics import MetricsWriter, ThroughputMeter  # noqa: F401
+from efficienthrnet.training.parallel import (  # noqa: F401
+    DISTRIBUTED_ENV,
+    check_batch_divisible,
+    make_mesh,
+    maybe_initialize_distributed,
+    replicate,
+)
+from efficienthrnet.training.parallel import shard_batch as _shard_batch
+from efficienthrnet.training.run_dir import (  # noqa: F401
+    CONFIG_FILE,
+    METRICS_FILE,
+    check_run_dir,
+    read_run_config,
+    write_run_record,
+)
+from efficienthrnet.training.state import COMPUTE_DTYPES, TrainState
+from efficienthrnet.training.state import create_train_state as _create_state
 
 #: Batch entries the step needs on the device (the rest, e.g. "image_id", stay on the host).
 DEVICE_BATCH_KEYS = ("image", "heatmaps_4", "heatmaps_2", "mask_4", "mask_2", "joints_4")
 #: Name of the model's backbone submodule: top-level key of its parameter tree.
 BACKBONE_MODULE = "backbone"
-#: Environment variable that asks for ``jax.distributed.initialize()`` (multi-host runs).
-DISTRIBUTED_ENV = "EFFICIENTHRNET_DISTRIBUTED"
-
-COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-# XLA options of the one-off state initialisation on CPU (see create_train_state).
-INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
 # --------------------------------------------------------------------------------------- config
@@ -229,13 +246,22 @@ def backbone_labels(params: Mapping[str, Any]) -> Any:
     )
 
 
-@functools.lru_cache(maxsize=16)
+#: The TrainConfig fields the optimizer reads; the rest (seed, cadence, data) must not key it.
+OPTIMIZER_FIELDS = ("steps", "learning_rate", "decay_fractions", "decay_factor", "warmup_steps", "weight_decay",
+                    "freeze_backbone")
+
+
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     """Adam (or AdamW when weight_decay > 0) on the schedule, with the backbone optionally frozen.
 
-    Cached per config: the optimizer is a static part of the train state, so an equal object
-    lets a second run in the same process reuse the compiled step.
+    Equal optimizer settings give the same object: it is a static part of the train state, so
+    runs that share it (a sweep's seeds, a resume) share the compiled init and step.
     """
+    return _optimizer(TrainConfig(**{name: getattr(config, name) for name in OPTIMIZER_FIELDS}))
+
+
+@functools.lru_cache(maxsize=16)
+def _optimizer(config: TrainConfig) -> optax.GradientTransformation:
     schedule = learning_rate_schedule(config)
     if config.weight_decay > 0:
         tx = optax.adamw(schedule, weight_decay=config.weight_decay)
@@ -246,18 +272,7 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     return tx
 
 
-# ------------------------------------------------------------------------------- train state
-
-
-class TrainState(train_state.TrainState):
-    """flax's TrainState plus BatchNorm statistics and the base PRNG key of dropout.
-
-    The key never changes: step k uses ``fold_in(rng, k)``, so a resumed run draws the same
-    dropout masks as an uninterrupted one.
-    """
-
-    batch_stats: Any = None
-    rng: jax.Array = None
+# ------------------------------------------------------------------------------- model, step
 
 
 @functools.lru_cache(maxsize=16)
@@ -276,43 +291,13 @@ def build_model(
 
 def create_train_state(model: nn.Module, model_config: ModelConfig, config: TrainConfig) -> TrainState:
     """Initialise params and batch statistics from ``config.seed`` and build the optimizer state."""
-    init_key, dropout_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    build = _compiled_state_builder(model, model_config.input_size, dataclasses.replace(config, seed=0))
-    return build(init_key, dropout_key)
+    return _create_state(model, model_config.input_size, make_optimizer(config), config.seed)
 
 
-@functools.lru_cache(maxsize=8)
-def _compiled_state_builder(model: nn.Module, size: int, config: TrainConfig) -> Callable:
-    """(init_key, dropout_key) -> TrainState, compiled once per model, input size and config.
-
-    One jitted function does it all: run eagerly, the optimizer's init compiles one tiny program
-    per parameter leaf. It runs once per run, so on CPU it is compiled without LLVM optimisation:
-    the unrolled random-number code of hundreds of initialisers otherwise takes most of the
-    compile (phi=-4 on the 2-core CPU: 28 s -> 13 s, same values).
-    """
-    tx = make_optimizer(config)
-
-    def build(init_key, dropout_key):
-        variables = model.init(init_key, jnp.zeros((1, size, size, 3), jnp.float32), train=False)
-        state = TrainState.create(
-            apply_fn=model.apply,
-            params=variables["params"],
-            batch_stats=variables.get("batch_stats", {}),
-            tx=tx,
-            rng=dropout_key,
-        )
-        # A strongly typed step, as a restored checkpoint has: otherwise the first step after a
-        # resume sees another input type and compiles again.
-        return state.replace(step=jnp.asarray(state.step, jnp.int32))
-
-    key = jax.random.PRNGKey(0)
-    options = INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
-    return jax.jit(build).lower(key, key).compile(compiler_options=options)
-
-
-def _cast_floating(tree: Any, dtype) -> Any:
-    """Cast the floating leaves of a pytree (the compute-dtype copy of float32 params)."""
-    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+def pose_loss(outputs, batch: Mapping[str, jax.Array], *, loss_weights: LossWeights, push_loss: str = "exp"):
+    """(total, parts) of the multi-resolution heatmap and associative-embedding losses."""
+    out4, out2 = outputs
+    return compute_losses(out4, out2, batch, loss_weights, push_loss)
 
 
 def train_step(
@@ -324,92 +309,18 @@ def train_step(
     schedule: optax.Schedule | None = None,
     push_loss: str = "exp",
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer update: forward in train mode, loss, gradients, update, new BN statistics.
+    """One optimizer update on a pose batch (see `efficienthrnet.training.step.train_step`).
 
     Not jitted itself: `make_train_step` wraps it in ``jax.jit`` with the shardings. Returns the
     new state and scalar metrics (total loss, its parts, and the learning rate used).
     """
-    dtype = COMPUTE_DTYPES[compute_dtype]
-    dropout_key = jax.random.fold_in(state.rng, state.step)
-
-    def loss_fn(params):
-        variables = {"params": _cast_floating(params, dtype), "batch_stats": state.batch_stats}
-        (out4, out2), updates = state.apply_fn(
-            variables,
-            batch["image"].astype(dtype),
-            train=True,
-            mutable=["batch_stats"],
-            rngs={"dropout": dropout_key},
-        )
-        total, parts = compute_losses(out4, out2, batch, loss_weights, push_loss)
-        return total, (parts, updates["batch_stats"])
-
-    (loss, (parts, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    # BN statistics come back in the compute dtype when the model keeps it; store them as before.
-    new_stats = jax.tree.map(lambda new, old: new.astype(old.dtype), new_stats, state.batch_stats)
-    new_state = state.apply_gradients(grads=grads, batch_stats=new_stats)
-    metrics = {"loss": loss, **parts}
-    if schedule is not None:
-        metrics["learning_rate"] = schedule(state.step)
-    return new_state, metrics
-
-
-# ---------------------------------------------------------------------------------- sharding
-
-
-def maybe_initialize_distributed(config: TrainConfig) -> bool:
-    """Start multi-host JAX when the config or EFFICIENTHRNET_DISTRIBUTED=1 asks; True if started."""
-    wanted = config.distributed or os.environ.get(DISTRIBUTED_ENV, "") not in ("", "0")
-    if not wanted:
-        return False
-    if not jax.distributed.is_initialized():
-        # Coordinator address, process count and id come from the cluster environment (SLURM,
-        # TPU pods, or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID).
-        jax.distributed.initialize()
-    return True
-
-
-def make_mesh(devices: list | None = None) -> Mesh:
-    """A one-axis ("data") mesh over the given devices, by default every device of every host.
-
-    The same devices give the same Mesh object (equal meshes do not hash equal), so that the
-    cached jitted step is found again.
-    """
-    return _mesh_of(tuple(jax.devices() if devices is None else devices))
-
-
-@functools.lru_cache(maxsize=8)
-def _mesh_of(devices: tuple) -> Mesh:
-    return Mesh(np.asarray(devices), ("data",))
-
-
-def check_batch_divisible(batch_size: int, mesh: Mesh) -> None:
-    """Refuse a global batch that does not split evenly over the devices and hosts."""
-    n = mesh.size
-    if batch_size % n:
-        lower, upper = (batch_size // n) * n, (batch_size // n + 1) * n
-        hint = f"{lower} or {upper}" if lower else f"{upper}"
-        raise ValueError(f"batch_size {batch_size} does not divide evenly over {n} devices; use {hint}")
-    if batch_size % jax.process_count():
-        raise ValueError(f"batch_size {batch_size} does not divide over {jax.process_count()} hosts")
+    loss_fn = functools.partial(pose_loss, loss_weights=loss_weights, push_loss=push_loss)
+    return _step.train_step(state, batch, loss_fn=loss_fn, compute_dtype=compute_dtype, schedule=schedule)
 
 
 def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """Host batch (this process's share) -> global arrays split along "data"."""
-    sharding = NamedSharding(mesh, P("data"))
-    missing = [k for k in DEVICE_BATCH_KEYS if k not in batch]
-    if missing:
-        raise KeyError(
-            f"training batch lacks {missing}; it has {sorted(batch)} (see the data pipeline contract)"
-        )
-    return {
-        k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k])) for k in DEVICE_BATCH_KEYS
-    }
-
-
-def replicate(tree: Any, mesh: Mesh) -> Any:
-    """Place every leaf of a pytree on all devices of the mesh (params, optimizer state, ...)."""
-    return jax.device_put(tree, NamedSharding(mesh, P()))
+    """Host pose batch (this process's share) -> global arrays of DEVICE_BATCH_KEYS split along "data"."""
+    return _shard_batch(batch, mesh, DEVICE_BATCH_KEYS)
 
 
 #: The TrainConfig fields `train_step` reads (loss, dtype, schedule); the rest (seed, cadence, data)
@@ -435,202 +346,10 @@ def _jitted_train_step(config: TrainConfig, mesh: Mesh) -> Callable:
         schedule=learning_rate_schedule(config),
         push_loss=config.push_loss,
     )
-    replicated = NamedSharding(mesh, P())
-    return jax.jit(
-        step,
-        in_shardings=(replicated, NamedSharding(mesh, P("data"))),
-        out_shardings=(replicated, replicated),
-        donate_argnums=0,
-    )
+    return _step.jit_step(step, mesh)
 
 
-# ------------------------------------------------------------------------------- checkpoints
-
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.jsonl"
-CHECKPOINT_DIR = "checkpoints"
-
-
-def describe_model(config: ModelConfig) -> str:
-    """Short human name of an architecture for error messages: rule, phi, input size."""
-    return f"rule={config.rule!r} phi={config.phi:g} keypoints={config.keypoints!r} (input {config.input_size})"
-
-
-def check_same_architecture(stored: ModelConfig, requested: ModelConfig, where: str) -> None:
-    """Refuse to load weights of one architecture into another, naming both."""
-    if not stored.same_architecture(requested):
-        raise ValueError(
-            f"{where} holds a model with {describe_model(stored)}, but the requested model has "
-            f"{describe_model(requested)}; pass the same phi, rule and keypoints as the run, or use a new run dir"
-        )
-
-
-def _encode_data_state(state: Any) -> Any:
-    """Make the input pipeline's state JSON-safe (grain's iterators may hand back bytes)."""
-    if isinstance(state, bytes):
-        return {"__bytes_b64__": base64.b64encode(state).decode("ascii")}
-    return state
-
-
-def _decode_data_state(state: Any) -> Any:
-    if isinstance(state, dict) and set(state) == {"__bytes_b64__"}:
-        return base64.b64decode(state["__bytes_b64__"])
-    return state
-
-
-def _state_tree(state: TrainState) -> dict[str, Any]:
-    """The parts of the train state that a checkpoint stores (functions and tx stay out)."""
-    return {
-        "params": state.params,
-        "batch_stats": state.batch_stats,
-        "opt_state": state.opt_state,
-        "step": state.step,
-        "rng": state.rng,
-    }
-
-
-def checkpoint_manager(run_dir: Path, config: TrainConfig | None = None, read_only: bool = False):
-    """Orbax manager of RUN_DIR/checkpoints: keeps the last K, writes atomically (tmp dir + rename)."""
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=None if config is None else config.keep_checkpoints,
-        create=not read_only,
-        read_only=read_only,
-        # Saves are explicit (every N steps and at the end), so no interval policy here.
-        enable_async_checkpointing=False,
-    )
-    return ocp.CheckpointManager(
-        Path(run_dir).absolute() / CHECKPOINT_DIR, options=options, item_names=("state", "meta")
-    )
-
-
-def save_checkpoint(manager, state: TrainState, model_config: ModelConfig, data_state: Any) -> None:
-    """Save state, model config and input-pipeline position under the state's step."""
-    step = int(jax.device_get(state.step))
-    meta = {
-        "step": step,
-        "model_config": model_config.to_dict(),
-        "data_state": _encode_data_state(data_state),
-    }
-    manager.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(_state_tree(state)), meta=ocp.args.JsonSave(meta)
-        ),
-        force=True,
-    )
-
-
-def restore_checkpoint(
-    manager, state: TrainState, model_config: ModelConfig, step: int | None = None
-) -> tuple[TrainState, Any]:
-    """Restore into the structure and shardings of ``state``; returns (state, data_state).
-
-    Raises ValueError when the checkpoint was written for another architecture.
-    """
-    step = manager.latest_step() if step is None else step
-    where = f"checkpoint {manager.directory / str(step)}"
-    with _reading_checkpoint(where):
-        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-        stored = ModelConfig.from_dict(meta["model_config"])
-    check_same_architecture(stored, model_config, where)
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _state_tree(state))
-    with _reading_checkpoint(where):
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))[
-            "state"
-        ]
-    return state.replace(**restored), _decode_data_state(meta["data_state"])
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the model; the message names the folder."""
-
-
-def _first_line(err: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-@contextlib.contextmanager
-def _reading_checkpoint(where: str):
-    """Turn whatever orbax raises on a damaged checkpoint into one message naming the folder.
-
-    Orbax's own errors (JSON, tensorstore, missing items, KeyError) say neither which folder nor
-    what to do. A shape or structure mismatch means the checkpoint is intact but does not fit.
-    """
-    try:
-        yield
-    except CheckpointError:
-        raise
-    except ValueError as err:
-        if "shape" in str(err) or "Structure mismatch" in str(err):
-            raise CheckpointError(
-                f"{where} does not fit the model: {_first_line(err)}; it was written by another model "
-                f"(phi, rule or keypoints): start a new run folder for this model"
-            ) from err
-        raise _damaged(where, err) from err
-    except Exception as err:
-        raise _damaged(where, err) from err
-
-
-def _damaged(where: str, err: BaseException) -> CheckpointError:
-    return CheckpointError(
-        f"{where} is damaged or incomplete and cannot be read ({type(err).__name__}: {_first_line(err)}); "
-        f"delete that folder to fall back to the previous checkpoint, or start a new run"
-    )
-
-
-@functools.lru_cache(maxsize=8)
-def expected_variable_shapes(model: nn.Module, size: int) -> Any:
-    """The variables' shapes and dtypes of ``model`` at a square input: traced, never run (cached,
-    as tracing a whole network takes seconds)."""
-    x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-    return jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), x)
-
-
-def check_variables_fit(model: nn.Module, model_config: ModelConfig, variables: Mapping[str, Any],
-                        where: str) -> None:
-    """Refuse stored variables whose tree or shapes differ from the model's, naming the first
-    differing parameter and both shapes (applying them would fail deep inside flax)."""
-    try:
-        expected = expected_variable_shapes(model, model_config.input_size)
-    except Exception:  # a custom module initialised another way: it is checked on first use instead
-        return
-    for collection in ("params", "batch_stats"):
-        want = traverse_util.flatten_dict(dict(expected.get(collection, {})), sep="/")
-        have = traverse_util.flatten_dict(dict(variables.get(collection) or {}), sep="/")
-        for name in sorted(set(want) | set(have)):
-            if name not in have or name not in want:
-                side = "model" if name not in have else "checkpoint"
-                raise CheckpointError(
-                    f"{where} does not fit the model {describe_model(model_config)}: {collection} {name} "
-                    f"is only in the {side}; load it with the model it was trained with"
-                )
-            if tuple(np.shape(have[name])) != tuple(want[name].shape):
-                raise CheckpointError(
-                    f"{where} does not fit the model {describe_model(model_config)}: {collection} {name} "
-                    f"has shape {tuple(np.shape(have[name]))} in the checkpoint but {tuple(want[name].shape)} "
-                    f"in the model; load it with the model it was trained with"
-                )
-
-
-# ---------------------------------------------------------------------------- run directory
-
-
-def _read_run_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: {run_dir} is not a training run folder (train writes it first)"
-        )
-    try:
-        record = json.loads(path.read_text())
-        ModelConfig.from_dict(record["model"])
-    except Exception as err:  # JSON, a missing table or a bad field: the file was edited or cut short
-        raise ValueError(
-            f"{path} is damaged ({type(err).__name__}: {_first_line(err)}); restore it from a copy, or "
-            f"delete the run folder {run_dir} and train again"
-        ) from None
-    return record
+# ---------------------------------------------------------------------------- run folder, data
 
 
 def prepare_run_dir(
@@ -641,72 +360,16 @@ def prepare_run_dir(
     write_run_config(run_dir, model_config, config, data_spec)
 
 
-def check_run_dir(run_dir: Path, model_config: ModelConfig, resume: bool) -> None:
-    """Refuse a run folder that this request must not write into; writes nothing.
-
-    Valid: a new path, an existing folder, or a run folder of the same model with --resume.
-    """
-    check_output_dir(run_dir, "run folder")
-    checkpoints = run_dir / CHECKPOINT_DIR
-    has_checkpoints = checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())
-    if has_checkpoints and not resume:
-        raise FileExistsError(
-            f"{run_dir} already holds checkpoints; pass resume=True (--resume) to continue it or choose a new run dir"
-        )
-    if resume and (run_dir / CONFIG_FILE).is_file():
-        stored = ModelConfig.from_dict(_read_run_config(run_dir)["model"])
-        check_same_architecture(stored, model_config, f"run dir {run_dir}")
+def run_record(model_config: ModelConfig, config: TrainConfig, data_spec: Any) -> dict[str, Any]:
+    """The pose run's config.json: model and train config, data spec and the keypoint schema's definition."""
+    data = data_spec if data_spec is None or isinstance(data_spec, str) else repr(data_spec)
+    return {"model": model_config.to_dict(), "train": config.to_dict(), "data": data,
+            "keypoints": schema_to_dict(get_schema(model_config.keypoints))}
 
 
 def write_run_config(run_dir: Path, model_config: ModelConfig, config: TrainConfig, data_spec: Any) -> None:
     """Write RUN_DIR/config.json atomically (process 0 only), once everything is checked."""
-    if jax.process_index() == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        data = data_spec if data_spec is None or isinstance(data_spec, str) else repr(data_spec)
-        record = {"model": model_config.to_dict(), "train": config.to_dict(), "data": data,
-                  "keypoints": schema_to_dict(get_schema(model_config.keypoints))}
-        write_text_atomic(run_dir / CONFIG_FILE, json.dumps(record, indent=2))
-
-
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """On resume, drop metric lines written after the checkpoint so that no step appears twice."""
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
-    path.write_text("".join(line + "\n" for line in kept))
-
-
-class MetricsWriter:
-    """JSON lines in RUN_DIR/metrics.jsonl, mirrored to TensorBoard when tensorboardX is installed."""
-
-    def __init__(self, run_dir: Path, enabled: bool = True):
-        self.enabled = enabled
-        self.path = run_dir / METRICS_FILE
-        self._tb = None
-        if enabled:
-            try:
-                from tensorboardX import SummaryWriter
-            except ImportError:
-                SummaryWriter = None
-            if SummaryWriter is not None:
-                self._tb = SummaryWriter(str(run_dir / "tensorboard"))
-
-    def write(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self._tb is not None:
-            for key, value in record.items():
-                if key != "step":
-                    self._tb.add_scalar(key, value, record["step"])
-
-    def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
-
-
-# ------------------------------------------------------------------------------ input pipeline
+    write_run_record(run_dir, run_record(model_config, config, data_spec))
 
 
 def make_train_loader(data_spec: Any, model_config: ModelConfig, config: TrainConfig):
@@ -732,57 +395,6 @@ def make_train_loader(data_spec: Any, model_config: ModelConfig, config: TrainCo
 
 
 # ------------------------------------------------------------------------------------ training
-
-
-def _check_finite(step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
-    """Host copy of a step's metrics; stops the run on a non-finite loss, naming the step."""
-    values = {k: float(v) for k, v in jax.device_get(dict(metrics)).items()}
-    if not math.isfinite(values["loss"]):
-        parts = ", ".join(f"{k}={v:.6g}" for k, v in values.items() if k != "loss")
-        raise FloatingPointError(
-            f"non-finite loss {values['loss']} at step {step} ({parts}); lower the learning rate, "
-            f"use compute_dtype='float32', or check the data of that step; the last checkpoint is intact"
-        )
-    return values
-
-
-class ThroughputMeter:
-    """Images/s and the share of wall time spent waiting for input, per logging window and
-    over the run. The run's figures leave out the first window, which holds the compilation,
-    unless it is the only one."""
-
-    def __init__(self, batch_size: int):
-        self.batch_size = batch_size
-        self.windows = 0
-        self.total = {"time": 0.0, "wait": 0.0, "images": 0}
-        self._open_window()
-
-    def _open_window(self) -> None:
-        self.start, self.wait, self.images = time.perf_counter(), 0.0, 0
-
-    def waited(self, seconds: float) -> None:
-        self.wait += seconds
-
-    def step_done(self) -> None:
-        self.images += self.batch_size
-
-    def close_window(self, last: bool) -> dict[str, float]:
-        elapsed = time.perf_counter() - self.start
-        if self.windows > 0 or last:
-            self.total["time"] += elapsed
-            self.total["wait"] += self.wait
-            self.total["images"] += self.images
-        self.windows += 1
-        figures = {"images_per_s": self.images / elapsed, "input_wait_share": self.wait / elapsed}
-        self._open_window()
-        return figures
-
-    def summary(self) -> dict[str, float | None]:
-        t = self.total["time"]
-        return {
-            "images_per_s": self.total["images"] / t if t else None,
-            "input_wait_share": self.total["wait"] / t if t else None,
-        }
 
 
 def train(
@@ -818,107 +430,39 @@ def train(
     Returns:
       Summary dict: run_dir, final step, last metrics, images/s, input-wait share, checkpoint steps.
     """
-    from tqdm.auto import tqdm
-
-    maybe_initialize_distributed(train_config)
+    maybe_initialize_distributed(train_config.distributed)
     data_spec = data_spec or train_config.data
     if data_spec is None and loader is None:
         raise ValueError(
             "no training data: pass data_spec ('synthetic:DIR' or 'coco:DIR') or set TrainConfig.data"
         )
-    run_dir = Path(run_dir)
     model_config = effective_model_config(model_config, train_config)
+    if model is None:
+        model = build_model(model_config, train_config.compute_dtype, train_config.init_scheme)
+    elif hasattr(model, "dtype"):
+        model = model.clone(dtype=COMPUTE_DTYPES[train_config.compute_dtype])
     mesh = make_mesh()
-    check_batch_divisible(train_config.batch_size, mesh)
-    # Check the folder, open the data, build the model and restore a resumed run before anything
-    # is written: a run that fails on its inputs leaves the folder as it was.
-    check_run_dir(run_dir, model_config, resume)
-    is_chief = jax.process_index() == 0
+    c = train_config
 
-    loader = make_train_loader(data_spec, model_config, train_config) if loader is None else loader
-    try:
-        if model is None:
-            model = build_model(model_config, train_config.compute_dtype, train_config.init_scheme)
-        elif hasattr(model, "dtype"):
-            model = model.clone(dtype=COMPUTE_DTYPES[train_config.compute_dtype])
-        state = create_train_state(model, model_config, train_config)
-        if init_from is not None:
-            from efficienthrnet.backbone_init import start_from
+    def initial_state():
+        state = create_train_state(model, model_config, c)
+        if init_from is None:
+            return state
+        from efficienthrnet.backbone_init import start_from
 
-            state = start_from(state, init_from, model_config)
-        state = replicate(state, mesh)
-        has_checkpoint = bool(checkpoint_steps(run_dir))
-        if resume and has_checkpoint:
-            manager = checkpoint_manager(run_dir, train_config)
-            state, data_state = restore_checkpoint(manager, state, model_config)
-            loader.set_state(data_state)
-        write_run_config(run_dir, model_config, train_config, data_spec)
-        if not (resume and has_checkpoint):
-            manager = checkpoint_manager(run_dir, train_config)
-    except BaseException:
-        if hasattr(loader, "close"):
-            loader.close()  # stops prefetch threads and worker processes
-        raise
-    start = int(jax.device_get(state.step))
-    if is_chief:
-        _truncate_metrics(run_dir / METRICS_FILE, start)
+        return start_from(state, init_from, model_config)  # a resumed run then restores its checkpoint
 
-    end = train_config.steps if stop_after_steps is None else min(stop_after_steps, train_config.steps)
-    step_fn = make_train_step(train_config, mesh)
-    writer = MetricsWriter(run_dir, enabled=is_chief)
-    progress = tqdm(
-        total=end, initial=start, desc="train", unit="step", disable=not (train_config.progress and is_chief)
+    task = TrainingTask(
+        model_config=model_config,
+        record=run_record(model_config, c, data_spec),
+        cadence=Cadence(c.steps, c.batch_size, c.log_every, c.checkpoint_every, c.keep_checkpoints, c.progress),
+        make_loader=lambda: make_train_loader(data_spec, model_config, c) if loader is None else loader,
+        make_state=initial_state,
+        step_fn=make_train_step(c, mesh),
+        batch_keys=DEVICE_BATCH_KEYS,
     )
-    iterator = iter(loader)
-    meter = ThroughputMeter(train_config.batch_size)
-    last: dict[str, float] = {}
-    pending = None  # (step, device metrics) checked one step late so that dispatch stays async
-
-    def finish(step: int, metrics) -> None:
-        nonlocal last
-        last = _check_finite(step, metrics)
-        meter.step_done()
-        progress.update(step - progress.n)
-        progress.set_postfix(loss=f"{last['loss']:.4g}")
-        if step % train_config.log_every == 0 or step == end:
-            writer.write({"step": step, **last, **meter.close_window(last=step == end)})
-
-    try:
-        for step in range(start + 1, end + 1):
-            t0 = time.perf_counter()
-            try:
-                host_batch = next(iterator)
-            except StopIteration:
-                raise RuntimeError(
-                    f"the training data ran out at step {step}; the loader must repeat"
-                ) from None
-            meter.waited(time.perf_counter() - t0)
-            state, metrics = step_fn(state, shard_batch(host_batch, mesh))
-            if pending is not None:
-                finish(*pending)
-            pending = (step, metrics)
-            if step % train_config.checkpoint_every == 0 or step == end:
-                finish(*pending)
-                pending = None
-                save_checkpoint(manager, state, model_config, loader.get_state())
-        if pending is not None:
-            finish(*pending)
-        manager.wait_until_finished()
-    finally:
-        progress.close()
-        writer.close()
-        manager.close()
-        if hasattr(loader, "close"):
-            loader.close()  # stops prefetch threads and worker processes
-    return {
-        "run_dir": str(run_dir),
-        "step": int(jax.device_get(state.step)),
-        "start_step": start,
-        "metrics": last,
-        **meter.summary(),
-        "checkpoints": list(checkpoint_steps(run_dir)),
-        "model": model_config.name,
-    }
+    summary, _ = run_training(task, run_dir, mesh, resume, stop_after_steps)
+    return summary
 
 
 def restore_run_schema(record: Mapping[str, Any], run_dir: Path, requested: str | None = None) -> str:
@@ -945,14 +489,6 @@ def restore_run_schema(record: Mapping[str, Any], run_dir: Path, requested: str 
     return stored
 
 
-def checkpoint_steps(run_dir: str | os.PathLike) -> list[int]:
-    """Steps of the checkpoints present in a run folder, ascending."""
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    if not folder.is_dir():
-        return []
-    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit())
-
-
 def load_for_inference(
     run_dir: str | os.PathLike,
     step: int | None = None,
@@ -968,36 +504,12 @@ def load_for_inference(
     given, must name it.
     """
     run_dir = Path(run_dir)
-    record = _read_run_config(run_dir)
+    record = read_run_config(run_dir)
     model_config = ModelConfig.from_dict(record["model"])
     restore_run_schema(record, run_dir, keypoints)
-    steps = checkpoint_steps(run_dir)
-    if not steps:
-        raise FileNotFoundError(f"{run_dir / CHECKPOINT_DIR} holds no checkpoint; train first")
-    if step is None:
-        step = steps[-1]
-    elif step not in steps:
-        raise FileNotFoundError(f"{run_dir} has no checkpoint at step {step}; it has steps {steps}")
     model = build_model(model_config) if model is None else model
-    restored, stored = _restore_for_inference(run_dir, step)
-    where = f"checkpoint {run_dir / CHECKPOINT_DIR / str(step)}"
-    check_same_architecture(stored, model_config, where)
-    variables = {"params": restored["state"]["params"], "batch_stats": restored["state"]["batch_stats"]}
-    check_variables_fit(model, model_config, variables, where)
+    variables = load_variables(run_dir, model, model_config, step)
     return model_config, model, variables
-
-
-def _restore_for_inference(run_dir: Path, step: int) -> tuple[dict[str, Any], ModelConfig]:
-    """The raw restored items of one checkpoint and the model config stored in it."""
-    manager = checkpoint_manager(run_dir, read_only=True)
-    try:
-        with _reading_checkpoint(f"checkpoint {run_dir / CHECKPOINT_DIR / str(step)}"):
-            restored = manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
-            )
-            return restored, ModelConfig.from_dict(restored["meta"]["model_config"])
-    finally:
-        manager.close()
 
 
 def train_command(
