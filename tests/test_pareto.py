@@ -133,3 +133,10 @@ def test_task_functions_are_imported_on_first_use(monkeypatch):
     with pytest.raises(ValueError, match="'efficienthrnet.trials:no_such_trial'.*no function 'no_such_trial'"):
         sweep.get_task("test_plugin")
     assert sweep.get_task("classify").__name__ == "run_classify_trial"
+
+
+def test_onnxruntime_latency_gets_its_own_tradeoff_plot(tmp_path):
+    df = _pose_table()
+    df["latency_onnxruntime_ms"] = df["latency_ms"] * 1.1  # a sweep timed with [latency] backend = "onnxruntime"
+    names = {p.name for p in plot_results(df, tmp_path)}
+    assert {"AP_vs_latency_onnxruntime_ms.png", "AP_vs_latency_ms.png"} <= names

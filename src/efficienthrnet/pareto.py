@@ -28,6 +28,7 @@ COSTS = {
     "macs": ("MACs (multiply-accumulates, batch 1)", True),
     "params": ("trainable parameters", False),
     "latency_ms": ("latency, median forward pass (ms)", False),
+    "latency_onnxruntime_ms": ("latency of the ONNX export in onnxruntime (ms)", False),
 }
 METRIC_LABELS = {"AP": "AP (COCO OKS, pycocotools)", "top1": "top-1 accuracy"}
 
