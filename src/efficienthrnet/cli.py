@@ -183,12 +183,12 @@ def _run_train(args) -> int:
     from pathlib import Path
 
     from .scaling import generate_config
-    from .train import CONFIG_FILE, TrainConfig, _read_run_config, restore_run_schema, train
+    from .train import CONFIG_FILE, TrainConfig, read_run_config, restore_run_schema, train
 
     keypoints = _keypoints(args)
     if args.resume and args.keypoints is None and (Path(args.out) / CONFIG_FILE).is_file():
         # Resuming continues with the run's own schema; an explicit --keypoints must match it.
-        keypoints = restore_run_schema(_read_run_config(Path(args.out)), Path(args.out))
+        keypoints = restore_run_schema(read_run_config(Path(args.out)), Path(args.out))
     model_config = generate_config(args.phi, args.rule, keypoints=keypoints)
     config = TrainConfig(
         steps=args.steps, batch_size=args.batch, learning_rate=args.lr, warmup_steps=args.warmup_steps,

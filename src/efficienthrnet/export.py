@@ -485,6 +485,8 @@ def random_variables(config: ModelConfig, seed: int = 0) -> dict:
     """
     from efficienthrnet.nn.model import init_shapes
 
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer (numpy's generator needs one), got {seed!r}")
     rng = np.random.default_rng(seed)
     shapes = init_shapes(config, NETWORK_STRIDE, depthwise_impl="native")
 
