@@ -28,15 +28,16 @@ def test_table_is_a_leaf_and_trainers_import_nothing_from_above():
     import the sweep, the plots, the trials or the CLI (so nothing registers itself at import)."""
     assert all(name.split(".")[0] in sys.stdlib_module_names | {"__future__"}
                for name in _imported_modules(SRC / "tasks.py"))
-    above = {"efficienthrnet.sweep", "efficienthrnet.pareto", "efficienthrnet.cli", "efficienthrnet.trials"}
+    above = {"efficienthrnet.sweep", "efficienthrnet.pareto", "efficienthrnet.cli", "efficienthrnet.trials",
+             *(f"efficienthrnet.{p.stem}" for p in SRC.glob("sweep_*.py"))}
     below = [SRC / "train.py", SRC / "table2.py", *SRC.glob("classify*.py"), *(SRC / "training").glob("*.py")]
     for path in below:
         assert not _imported_modules(path) & above, path.name
 
 
 def test_sweep_and_pareto_name_no_task():
-    """Task names appear in no string literal of sweep.py or pareto.py (docstrings aside)."""
-    for module in ("sweep.py", "pareto.py"):
+    """Task names appear in no string literal of sweep*.py or pareto.py (docstrings aside)."""
+    for module in (*sorted(p.name for p in SRC.glob("sweep*.py")), "pareto.py"):
         tree = ast.parse((SRC / module).read_text())
         docstrings = {id(node.body[0].value) for node in ast.walk(tree)
                       if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and node.body

@@ -1,0 +1,187 @@
+"""Running a sweep's trials: one trial with its record (`execute_trial`), and the executors.
+
+``local`` runs trials one after another in this process, ``ray`` as Ray tasks; both report to a
+progress bar. `use_compilation_cache` points JAX's persistent cache where the spec says.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import os
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .sweep_expand import Trial, trial_settings
+from .sweep_spec import SweepSpec
+from .sweep_store import (
+    RESULT_FILE,
+    STATUS_DONE,
+    STATUS_FAILED,
+    STATUS_RUNNING,
+    TRIALS_DIR,
+    provenance,
+    read_record,
+    write_json_atomic,
+)
+from .sweep_tasks import TaskFn, get_task
+
+EXECUTORS = ("local", "ray")
+#: Environment variable naming a Ray cluster to join when the spec names none.
+RAY_ADDRESS_ENV = "RAY_ADDRESS"
+
+
+def _config_dict(trial: Trial) -> dict[str, Any] | None:
+    try:
+        return trial.model_config().to_dict()
+    except Exception:  # the task itself reports a bad phi/rule with its traceback
+        return None
+
+
+COMPILATION_CACHE_DIR = ".jax_cache"
+
+
+def use_compilation_cache(spec: SweepSpec, out_dir: str | os.PathLike) -> str | None:
+    """Point JAX's persistent compilation cache where the spec says; returns the folder in use (None: off)."""
+    import jax
+
+    setting = spec.device.compilation_cache
+    if setting is False:
+        return None
+    current = jax.config.jax_compilation_cache_dir
+    if current:
+        return current
+    path = Path(out_dir) / COMPILATION_CACHE_DIR if setting is True else Path(setting).expanduser()
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    return str(path)
+
+
+def execute_trial(trial: Trial, spec: SweepSpec, out_dir: str | os.PathLike,
+                  task_fn: TaskFn | None = None) -> dict[str, Any]:
+    """Run one trial and write its record; never raises for a failure of the task itself.
+
+    The record goes to OUT/trials/<trial_id>/result.json: first with status "running" (so an
+    interrupted trial is visible), then "done" with the task's fields or "failed" with the error.
+    """
+    task_fn = task_fn or get_task(trial.task)
+    use_compilation_cache(spec, out_dir)  # here, so that Ray workers use it too
+    trial_dir = Path(out_dir) / TRIALS_DIR / trial.trial_id
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    previous = read_record(trial_dir)
+    record: dict[str, Any] = {
+        "trial_id": trial.trial_id,
+        "trial": dataclasses.asdict(trial),
+        "sweep": spec.name,
+        "settings": trial_settings(trial, spec),
+        "device": dataclasses.asdict(spec.device),
+        "config": _config_dict(trial),
+        "attempt": (previous or {}).get("attempt", 0) + 1,
+        "status": STATUS_RUNNING,
+        "started_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "provenance": provenance(),
+    }
+    write_json_atomic(trial_dir / RESULT_FILE, record)
+    start = time.perf_counter()
+    try:
+        result = dict(task_fn(trial, spec, trial_dir))
+        record.update(status=STATUS_DONE, result=result, error=None, traceback=None)
+    except Exception as err:  # one failing trial must not stop the sweep: record it and go on
+        record.update(status=STATUS_FAILED, result={}, error=f"{type(err).__name__}: {err}",
+                      traceback=traceback.format_exc())
+    record["duration_s"] = time.perf_counter() - start
+    record["finished_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    write_json_atomic(trial_dir / RESULT_FILE, record)
+    return record
+
+
+class _Progress:
+    """Trials done / running / failed as a tqdm bar plus one log line per finished trial."""
+
+    def __init__(self, total: int, already: int, enabled: bool, name: str):
+        from tqdm.auto import tqdm
+
+        self.enabled = enabled
+        self.counts = {"done": already, "running": 0, "failed": 0}
+        self.bar = tqdm(total=total, initial=already, desc=f"sweep {name}", unit="trial", disable=not enabled,
+                        file=sys.stderr)
+        self._show()
+
+    def _show(self) -> None:
+        self.bar.set_postfix(self.counts, refresh=True)
+
+    def started(self, n: int = 1) -> None:
+        self.counts["running"] += n
+        self._show()
+
+    def finished(self, record: dict[str, Any]) -> None:
+        self.counts["running"] -= 1
+        ok = record["status"] == STATUS_DONE
+        self.counts["done" if ok else "failed"] += 1
+        if self.enabled:
+            line = f"{record['trial_id']}: {record['status']} in {record['duration_s']:.1f} s"
+            self.bar.write(line if ok else f"{line}: {record['error']}", file=sys.stderr)
+        self.bar.update(1)
+        self._show()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _run_local(todo: Sequence[Trial], spec: SweepSpec, out_dir: Path, progress: _Progress) -> None:
+    for trial in todo:
+        progress.started()
+        progress.finished(execute_trial(trial, spec, out_dir))
+
+
+def _init_ray(spec: SweepSpec):
+    import ray
+
+    if not ray.is_initialized():
+        address = spec.device.ray_address or os.environ.get(RAY_ADDRESS_ENV)
+        # No address: start a local cluster in this process; the dashboard only costs start-up time.
+        ray.init(address=address or None, include_dashboard=False, log_to_driver=True)
+    return ray
+
+
+def _run_ray(todo: Sequence[Trial], spec: SweepSpec, out_dir: Path, progress: _Progress) -> None:
+    """Each trial a Ray task asking for the spec's CPUs/GPUs; workers write their own records,
+    so the output directory must be on a filesystem that every node sees."""
+    try:
+        ray = _init_ray(spec)
+    except ImportError:
+        raise ImportError("executor 'ray' needs Ray: pip install 'efficienthrnet[ray]'") from None
+    remote = ray.remote(num_cpus=spec.device.cpus_per_trial, num_gpus=spec.device.gpus_per_trial,
+                        max_retries=0)(execute_trial)
+    refs = {remote.remote(trial, spec, str(out_dir.resolve()), get_task(trial.task)): trial for trial in todo}
+    progress.started(len(refs))
+    while refs:
+        ready, _ = ray.wait(list(refs), num_returns=1)
+        for ref in ready:
+            trial = refs.pop(ref)
+            try:
+                record = ray.get(ref)
+            except Exception as err:  # the worker died (e.g. out of memory): record it like a failure
+                record = _worker_lost_record(trial, spec, out_dir, err)
+            progress.finished(record)
+
+
+def _worker_lost_record(trial: Trial, spec: SweepSpec, out_dir: Path, err: Exception) -> dict[str, Any]:
+    trial_dir = out_dir / TRIALS_DIR / trial.trial_id
+    record = read_record(trial_dir) or {"trial_id": trial.trial_id, "trial": dataclasses.asdict(trial),
+                                        "settings": trial_settings(trial, spec), "attempt": 1}
+    record.update(status=STATUS_FAILED, error=f"Ray worker lost: {type(err).__name__}: {err}",
+                  traceback="".join(traceback.format_exception(err)), result={}, duration_s=0.0)
+    write_json_atomic(trial_dir / RESULT_FILE, record)
+    return record
+
+
+def _import_ray() -> None:
+    """Fail before the sweep starts, not in the runner, when the 'ray' extra is missing."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise ImportError("executor 'ray' needs Ray: pip install 'efficienthrnet[ray]'") from None
