@@ -187,7 +187,8 @@ def test_explain_reports_raw_and_used():
 
 
 def test_no_scaling_literals_in_scaling_code():
-    # The rule is data: apart from neutral numbers, scaling.py holds no numeric literal.
-    tree = ast.parse((scaling.RULES_DIR.parent / "scaling.py").read_text())
-    numbers = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and type(n.value) in (int, float)}
-    assert numbers <= {0, 1, 2, 0.5, 1e-9}  # 2: half a divisor rounds to nearest, numbers
+    # The rule is data: apart from neutral numbers, scaling*.py holds no numeric literal.
+    for path in sorted(scaling.RULES_DIR.parent.glob("scaling*.py")):
+        tree = ast.parse(path.read_text())
+        numbers = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and type(n.value) in (int, float)}
+        assert numbers <= {0, 1, 2, 0.5, 1e-9}, path.name  # 2: half a divisor rounds to nearest, numbers
