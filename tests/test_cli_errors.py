@@ -57,7 +57,7 @@ def test_unexpected_error_is_one_line_with_a_debug_hint_and_exit_1(monkeypatch, 
     def broken(args):
         raise TypeError("unsupported operand")
 
-    monkeypatch.setattr(cli, "_run_config", broken)
+    monkeypatch.setattr(cli.architecture, "_run_config", broken)
     line = fails(capsys, ["config", "--phi", "-4"], code=1)
     assert "internal error: TypeError: unsupported operand" in line and "--debug" in line
 
@@ -66,7 +66,7 @@ def test_debug_flag_shows_the_traceback_before_or_after_the_command(monkeypatch,
     def broken(args):
         raise TypeError("unsupported operand")
 
-    monkeypatch.setattr(cli, "_run_config", broken)
+    monkeypatch.setattr(cli.architecture, "_run_config", broken)
     for argv in (["--debug", "config", "--phi", "-4"], ["config", "--phi", "-4", "--debug"]):
         assert main(argv) == 1
         err = capsys.readouterr().err
@@ -77,7 +77,7 @@ def test_interrupt_exits_130_with_one_line(monkeypatch, capsys):
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_run_config", interrupted)
+    monkeypatch.setattr(cli.architecture, "_run_config", interrupted)
     assert "interrupted" in fails(capsys, ["config", "--phi", "-4"], code=130)
 
 
@@ -85,7 +85,7 @@ def test_a_bare_os_error_names_the_file_and_what_to_do(monkeypatch, capsys):
     def denied(args):
         raise PermissionError(13, "Permission denied", "runs/locked/config.json")
 
-    monkeypatch.setattr(cli, "_run_config", denied)
+    monkeypatch.setattr(cli.architecture, "_run_config", denied)
     line = fails(capsys, ["config", "--phi", "-4"])
     assert "runs/locked/config.json: permission denied; check its permissions" in line
 
