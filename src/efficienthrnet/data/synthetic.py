@@ -26,420 +26,79 @@ Annotation details, as in COCO:
 `make_synthetic_dataset` writes DIR/annotations/person_keypoints_{train,val}.json and
 DIR/{train,val}/*.jpg. The output is a pure function of the arguments (same seed -> byte-identical
 JSON); each image draws from its own rng (seed, image index).
+
+This module writes the dataset; `efficienthrnet.data.synthetic_scene` renders one image with its
+annotations and `efficienthrnet.data.synthetic_figure` holds the body model (both re-exported here).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from efficienthrnet.data.synthetic_figure import (  # noqa: F401  (re-exported for existing callers)
+    _COCO_KEYSET,
+    _DRAW_SHIFT,
+    _FACE,
+    _LEFT_LIMBS,
+    _LIMB_LEFT_COLOUR,
+    _LIMB_RIGHT_COLOUR,
+    _RIGHT_LIMBS,
+    _SUB,
+    BODY_POINTS,
+    HEAD_TOP,
+    L_ANK,
+    L_EAR,
+    L_ELB,
+    L_EYE,
+    L_HIP,
+    L_KNE,
+    L_SHO,
+    L_WRI,
+    NECK,
+    NOSE,
+    R_ANK,
+    R_EAR,
+    R_ELB,
+    R_EYE,
+    R_HIP,
+    R_KNE,
+    R_SHO,
+    R_WRI,
+    _draw_figure,
+    _Figure,
+    _fx,
+    _hue_stride,
+    _joint_colours,
+    _Keyset,
+    _keyset,
+    _rot,
+    _sample_figure,
+    _silhouette,
+)
+from efficienthrnet.data.synthetic_scene import (  # noqa: F401
+    _MAX_PEOPLE,
+    _MIN_HEIGHT,
+    AREA_PER_BOX_AREA,
+    _background,
+    _box_of,
+    _overlaps,
+    _people_count_weights,
+    _person_annotation,
+    _place,
+    _polygons,
+    _uncompressed_rle,
+    _visible_keypoints,
+    render_synthetic_image,
+)
 from efficienthrnet.files import building_dir, check_output_dir
 from efficienthrnet.keypoints import COCO17, KeypointSchema, get_schema
 
-AREA_PER_BOX_AREA = 0.53
-_MAX_PEOPLE = 8
-_MIN_HEIGHT = 0.35  # shortest person with keypoints, as a fraction of the image side
 _JPEG_QUALITY = 95
-# COCO-17 indices used by the body model.
-(NOSE, L_EYE, R_EYE, L_EAR, R_EAR, L_SHO, R_SHO, L_ELB, R_ELB, L_WRI, R_WRI,
- L_HIP, R_HIP, L_KNE, R_KNE, L_ANK, R_ANK) = range(17)  # fmt: skip
-HEAD_TOP, NECK = 17, 18  # points the body model adds to COCO's joints
-BODY_POINTS = COCO17.keypoints + ("head", "neck")
-_FACE = (NOSE, L_EYE, R_EYE, L_EAR, R_EAR, HEAD_TOP)
-_LEFT_LIMBS = ((L_SHO, L_ELB), (L_ELB, L_WRI), (L_HIP, L_KNE), (L_KNE, L_ANK))
-_RIGHT_LIMBS = ((R_SHO, R_ELB), (R_ELB, R_WRI), (R_HIP, R_KNE), (R_KNE, R_ANK))
-_LIMB_LEFT_COLOUR = np.array([40.0, 110.0, 255.0])  # RGB, blue side
-_LIMB_RIGHT_COLOUR = np.array([255.0, 140.0, 20.0])  # RGB, orange side
-_DRAW_SHIFT = 4  # cv2 fixed-point bits: sub-pixel accurate discs
-_SUB = 1 << _DRAW_SHIFT
-
-
-def _hue_stride(num: int) -> int:
-    """A stride coprime to num (7 for COCO-17), so that stepping through the hues visits them all."""
-    return next((s for s in (7, 5, 3, 11, 13) if np.gcd(s, num) == 1), 1)
-
-
-def _joint_colours(num: int) -> np.ndarray:
-    """Distinct saturated RGB colours per keypoint type; neighbours in index order get far-apart hues."""
-    hues = (np.arange(num) * _hue_stride(num) % num) / num * 180.0  # OpenCV hue range is 0..180
-    hsv = np.stack([hues, np.full(num, 255.0), np.full(num, 255.0)], -1).astype(np.uint8)[None]
-    rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0].astype(np.float64)
-    rgb[0] = (255.0, 255.0, 255.0)  # the first keypoint (COCO's nose) is white
-    return rgb
-
-
-@dataclass(frozen=True)
-class _Keyset:
-    """Which body points a schema annotates (in the schema's order) and their disc colours."""
-
-    points: tuple[int, ...]
-    colours: np.ndarray
-
-
-def _keyset(schema: KeypointSchema) -> _Keyset:
-    """Map a schema's keypoint names onto the body model's points; refuse names it cannot place."""
-    missing = [k for k in schema.keypoints if k not in BODY_POINTS]
-    if missing:
-        raise ValueError(
-            f"keypoint schema {schema.name!r}: the synthetic body model cannot place {missing}; "
-            f"it places {list(BODY_POINTS)}"
-        )
-    points = tuple(BODY_POINTS.index(k) for k in schema.keypoints)
-    return _Keyset(points, _joint_colours(len(points)))
-
-
-_COCO_KEYSET = _keyset(COCO17)
-
-
-@dataclass
-class _Figure:
-    """One stick figure: joint positions and drawing sizes (image pixels)."""
-
-    joints: np.ndarray  # float64 [17, 2]
-    drawn: np.ndarray  # bool [17]: False for the face of a person turned away
-    height: float
-    head_centre: np.ndarray
-    head_radius: float
-    head_top: np.ndarray
-    neck: np.ndarray
-    limb_thickness: int
-    joint_radius: float
-    brightness: float
-    torso_colour: tuple[float, float, float]
-    skin_colour: tuple[float, float, float]
-
-    def bbox(self) -> tuple[float, float, float, float]:
-        pts = np.concatenate([self.joints, self.head_centre[None] + [[-self.head_radius, -self.head_radius],
-                                                                      [self.head_radius, self.head_radius]]])
-        lo, hi = pts.min(0), pts.max(0)
-        return lo[0], lo[1], hi[0], hi[1]
-
-    def points(self) -> np.ndarray:
-        """float64 [len(BODY_POINTS), 2]: the joints, head top and neck."""
-        return np.concatenate([self.joints, self.head_top[None], self.neck[None]])
-
-    def points_drawn(self) -> np.ndarray:
-        """bool [len(BODY_POINTS)]: head top and neck are seen from behind too."""
-        return np.concatenate([self.drawn, [True, True]])
-
-
-def _rot(v: np.ndarray, deg: float) -> np.ndarray:
-    r = np.deg2rad(deg)
-    c, s = np.cos(r), np.sin(r)
-    return np.array([c * v[0] - s * v[1], s * v[0] + c * v[1]])
-
-
-def _sample_figure(rng: np.random.Generator, height: float, pelvis: np.ndarray) -> _Figure:
-    """Draw one pose from the kinematic model, pelvis at `pelvis`, standing height `height`."""
-    j = lambda: rng.uniform(0.9, 1.1)  # noqa: E731  per-segment length jitter
-    lean = float(np.clip(rng.normal(0.0, 12.0), -35, 35)) if rng.random() > 0.1 else rng.uniform(-90, 90)
-    up = _rot(np.array([0.0, -1.0]), lean)  # image y grows downwards
-    side = _rot(np.array([1.0, 0.0]), lean)
-    facing = 1.0 if rng.random() < 0.8 else -1.0  # -1: turned away, left side on the image left
-    width = np.cos(np.deg2rad(rng.uniform(0, 55)))  # body yaw foreshortens the shoulder/hip widths
-    left = side * facing * width  # direction of the person's left side in the image
-
-    joints = np.zeros((17, 2))
-    neck = pelvis + up * 0.30 * height * j()
-    joints[L_SHO], joints[R_SHO] = neck + left * 0.11 * height * j(), neck - left * 0.11 * height * j()
-    joints[L_HIP], joints[R_HIP] = pelvis + left * 0.08 * height * j(), pelvis - left * 0.08 * height * j()
-
-    head_up = _rot(up, rng.normal(0, 12))
-    head_radius = 0.07 * height * j()
-    head_centre = neck + head_up * (0.05 * height + head_radius)
-    head_side = _rot(head_up, 90.0) * facing * width
-    turn = rng.uniform(-0.4, 0.4)  # the nose slides sideways as the head turns
-    joints[NOSE] = head_centre - head_up * 0.15 * head_radius + head_side * turn * head_radius
-    for eye, sign in ((L_EYE, 1.0), (R_EYE, -1.0)):
-        joints[eye] = joints[NOSE] + head_up * 0.4 * head_radius + head_side * (sign * 0.45 + turn * 0.2) * head_radius
-    for ear, sign in ((L_EAR, 1.0), (R_EAR, -1.0)):
-        joints[ear] = head_centre + head_side * sign * 0.95 * head_radius
-
-    for sho, elb, wri, sign in ((L_SHO, L_ELB, L_WRI, 1.0), (R_SHO, R_ELB, R_WRI, -1.0)):
-        outward = left * sign / max(width, 1e-6)
-        down = -up
-        raise_deg = rng.uniform(-20, 160)
-        upper = down * np.cos(np.deg2rad(raise_deg)) + outward * np.sin(np.deg2rad(raise_deg))
-        fore = _rot(upper, rng.choice([-1.0, 1.0]) * rng.uniform(0, 130))
-        joints[elb] = joints[sho] + upper * 0.16 * height * j()
-        joints[wri] = joints[elb] + fore * 0.15 * height * j()
-    for hip, kne, ank, sign in ((L_HIP, L_KNE, L_ANK, 1.0), (R_HIP, R_KNE, R_ANK, -1.0)):
-        outward = left * sign / max(width, 1e-6)
-        spread = rng.uniform(-15, 40)
-        thigh = -up * np.cos(np.deg2rad(spread)) + outward * np.sin(np.deg2rad(spread))
-        shin = _rot(thigh, rng.choice([-1.0, 1.0]) * rng.uniform(0, 100))
-        joints[kne] = joints[hip] + thigh * 0.23 * height * j()
-        joints[ank] = joints[kne] + shin * 0.23 * height * j()
-
-    drawn = np.ones(17, dtype=bool)
-    if facing < 0:
-        drawn[[NOSE, L_EYE, R_EYE]] = False
-    muted = rng.uniform(60, 170, 3)
-    muted = muted.mean() + 0.3 * (muted - muted.mean())  # low saturation: no confusion with joints
-    # Derived points draw no random numbers, so adding them left COCO-17 datasets byte-identical.
-    # The head top sits just inside the head disc (on its rim it could round onto the background
-    # and be marked hidden); the neck sits on the drawn neck line, a little above the shoulders.
-    shoulders = (joints[L_SHO] + joints[R_SHO]) / 2
-    return _Figure(
-        joints=joints,
-        drawn=drawn,
-        height=height,
-        head_centre=head_centre,
-        head_radius=head_radius,
-        head_top=head_centre + head_up * 0.85 * head_radius,
-        neck=shoulders + (head_centre - shoulders) * 0.25,
-        limb_thickness=max(2, int(round(0.045 * height))),
-        joint_radius=max(2.0, 0.03 * height),
-        brightness=rng.uniform(0.75, 1.1),
-        torso_colour=tuple(muted),
-        skin_colour=tuple(np.array([224.0, 172.0, 140.0]) * rng.uniform(0.55, 1.0)),
-    )
-
-
-def _fx(p) -> tuple[int, int]:
-    return int(round(p[0] * _SUB)), int(round(p[1] * _SUB))
-
-
-def _draw_figure(
-    canvas: np.ndarray, fig: _Figure, colour_of=None, line=cv2.LINE_AA, keyset: _Keyset = _COCO_KEYSET
-) -> None:
-    """Draw a figure with discs on the keyset's points; colour_of(role, index) -> colour, default
-    the RGB palette (index: the keypoint's position in the schema).
-
-    Label and mask canvases pass a constant colour and line=cv2.LINE_8 (no blended edge values).
-    """
-    if colour_of is None:
-        def colour_of(role, k):
-            if role == "torso":
-                return fig.torso_colour
-            if role == "skin":
-                return fig.skin_colour
-            if role == "left":
-                return tuple(np.clip(_LIMB_LEFT_COLOUR * fig.brightness, 0, 255))
-            if role == "right":
-                return tuple(np.clip(_LIMB_RIGHT_COLOUR * fig.brightness, 0, 255))
-            return tuple(np.clip(keyset.colours[k] * fig.brightness, 0, 255))
-    j = fig.joints
-    torso = np.array([_fx(j[L_SHO]), _fx(j[R_SHO]), _fx(j[R_HIP]), _fx(j[L_HIP])], dtype=np.int32)
-    cv2.fillConvexPoly(canvas, torso, colour_of("torso", -1), line, _DRAW_SHIFT)
-    neck = (j[L_SHO] + j[R_SHO]) / 2
-    cv2.line(canvas, _fx(neck), _fx(fig.head_centre), colour_of("skin", -1), fig.limb_thickness, line, _DRAW_SHIFT)
-    cv2.circle(canvas, _fx(fig.head_centre), int(fig.head_radius * _SUB), colour_of("skin", -1), -1, line, _DRAW_SHIFT)
-    for limbs, role in ((_LEFT_LIMBS, "left"), (_RIGHT_LIMBS, "right")):
-        for a, b in limbs:
-            cv2.line(canvas, _fx(j[a]), _fx(j[b]), colour_of(role, -1), fig.limb_thickness, line, _DRAW_SHIFT)
-    points, drawn = fig.points(), fig.points_drawn()
-    for k, point in enumerate(keyset.points):
-        if drawn[point]:
-            radius = fig.joint_radius * (0.7 if point in _FACE else 1.0)
-            cv2.circle(canvas, _fx(points[point]), int(radius * _SUB), colour_of("joint", k), -1, line, _DRAW_SHIFT)
-
-
-def _silhouette(fig: _Figure, size: int) -> np.ndarray:
-    canvas = np.zeros((size, size), dtype=np.uint8)
-    _draw_figure(canvas, fig, colour_of=lambda role, k: 255, line=cv2.LINE_8)
-    return canvas > 0
-
-
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Smooth colour noise, pixel noise and a few low-saturation distractor shapes (float RGB)."""
-    cells = int(rng.integers(3, 9))
-    low = rng.uniform(30, 220, (cells, cells, 3))
-    grey = low.mean(-1, keepdims=True)
-    low = (grey + 0.35 * (low - grey)).astype(np.float32)  # muted, so joint colours stand out
-    img = cv2.resize(low, (size, size), interpolation=cv2.INTER_CUBIC)
-    img += rng.normal(0, 8, img.shape).astype(np.float32)
-    for _ in range(int(rng.integers(2, 8))):
-        grey = rng.uniform(20, 235)
-        colour = tuple(float(c) for c in grey + rng.uniform(-25, 25, 3))
-        a, b = rng.uniform(0, size, 2), rng.uniform(0, size, 2)
-        kind = rng.integers(3)
-        if kind == 0:
-            cv2.line(img, _fx(a), _fx(b), colour, int(rng.integers(1, max(2, size // 40))), cv2.LINE_AA, _DRAW_SHIFT)
-        elif kind == 1:
-            cv2.rectangle(img, _fx(a), _fx(a + (b - a) * 0.3), colour, -1, cv2.LINE_AA, _DRAW_SHIFT)
-        else:
-            cv2.circle(img, _fx(a), int(rng.uniform(0.03, 0.12) * size * _SUB), colour, -1, cv2.LINE_AA, _DRAW_SHIFT)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def _overlaps(box, boxes, limit: float) -> bool:
-    """True when box covers more than `limit` of itself or of any placed box."""
-    x0, y0, x1, y1 = box
-    area = max(x1 - x0, 1e-6) * max(y1 - y0, 1e-6)
-    for a0, b0, a1, b1 in boxes:
-        inter = max(0.0, min(x1, a1) - max(x0, a0)) * max(0.0, min(y1, b1) - max(y0, b0))
-        if inter > limit * min(area, max(a1 - a0, 1e-6) * max(b1 - b0, 1e-6)):
-            return True
-    return False
-
-
-def _place(rng, size, height, boxes, limit, tries=40):
-    """Sample a figure that overlaps placed boxes little; None when no spot is found."""
-    for _ in range(tries):
-        # Pelvis range lets some people reach over the border (truncation).
-        # Mostly inside; the ranges let about one person in ten reach over the border (truncation).
-        pelvis = np.array([rng.uniform(0.08 * size, 0.92 * size), rng.uniform(0.3 * height, size - 0.2 * height)])
-        fig = _sample_figure(rng, height, pelvis)
-        box = fig.bbox()
-        on_image = (min(box[2], size) - max(box[0], 0)) * (min(box[3], size) - max(box[1], 0))
-        if on_image < 0.6 * (box[2] - box[0]) * (box[3] - box[1]):
-            continue
-        if not _overlaps(box, boxes, limit):
-            boxes.append(box)
-            return fig
-    return None
-
-
-def _polygons(mask: np.ndarray) -> list[list[float]]:
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    return [[round(float(v), 2) for v in c.reshape(-1)] for c in contours if len(c) >= 3]
-
-
-def _uncompressed_rle(mask: np.ndarray) -> dict:
-    """COCO's uncompressed RLE (column-major run lengths, starting with a run of zeros)."""
-    flat = mask.astype(np.uint8).reshape(-1, order="F")
-    change = np.flatnonzero(np.diff(flat)) + 1
-    bounds = np.concatenate([[0], change, [flat.size]])
-    counts = np.diff(bounds).tolist()
-    if flat[0] == 1:
-        counts = [0] + counts
-    return {"counts": [int(c) for c in counts], "size": [int(mask.shape[0]), int(mask.shape[1])]}
-
-
-def _box_of(mask: np.ndarray) -> list[float]:
-    ys, xs = np.nonzero(mask)
-    x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
-    return [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
-
-
-def _person_annotation(mask: np.ndarray, keypoints: np.ndarray | None, num_keypoints: int) -> dict:
-    bbox = _box_of(mask)
-    kps = np.zeros((num_keypoints, 3)) if keypoints is None else keypoints
-    flat = []
-    for x, y, v in kps:
-        flat += [round(float(x), 2), round(float(y), 2), int(v)] if v > 0 else [0, 0, 0]
-    return {
-        "segmentation": _polygons(mask),
-        "num_keypoints": int((kps[:, 2] > 0).sum()),
-        "area": round(AREA_PER_BOX_AREA * bbox[2] * bbox[3], 2),
-        "iscrowd": 0,
-        "keypoints": flat,
-        "bbox": bbox,
-        "category_id": 1,
-    }
-
-
-def render_synthetic_image(
-    rng: np.random.Generator,
-    size: int,
-    max_people: int = _MAX_PEOPLE,
-    min_height: float = _MIN_HEIGHT,
-    schema: KeypointSchema | str = COCO17,
-) -> tuple[np.ndarray, list[dict]]:
-    """One synthetic image (uint8 RGB) and its annotations (without ids), 1..max_people people
-    with keypoints of `schema`, each at least ``min_height * size`` pixels tall."""
-    schema = get_schema(schema)
-    keyset = _keyset(schema)
-    num_kpts = schema.num_keypoints
-    img = _background(rng, size)
-    boxes: list = []
-    num_people = int(rng.choice(np.arange(1, max_people + 1), p=_people_count_weights(max_people)))
-    h_max = size * min(0.9, 1.6 / np.sqrt(num_people))
-    people = []
-    for _ in range(num_people):
-        height = rng.uniform(min_height * size, max(h_max, (min_height + 0.01) * size))
-        fig = _place(rng, size, height, boxes, limit=0.15)
-        if fig is not None:
-            people.append(fig)
-    annotations = []
-    label = np.zeros((size, size), dtype=np.uint8)  # who is on top, to find hidden joints
-
-    # Background people without keypoints, and now and then a crowd region.
-    if rng.random() < 0.25:
-        for _ in range(int(rng.integers(1, 3))):
-            fig = _place(rng, size, rng.uniform(0.12, 0.2) * size, boxes, limit=0.05)
-            if fig is not None:
-                _draw_figure(img, fig, keyset=keyset)
-                sil = _silhouette(fig, size)
-                if sil.any():
-                    annotations.append(_person_annotation(sil, None, num_kpts))
-    if rng.random() < 0.15:
-        w, h = rng.uniform(0.2, 0.35, 2) * size
-        for _ in range(20):
-            x0, y0 = rng.uniform(0, size - w), rng.uniform(0, size - h)
-            region_box = (x0, y0, x0 + w, y0 + h)
-            if not _overlaps(region_box, boxes, 0.05):
-                break
-        else:
-            region_box = None
-        if region_box is not None:
-            boxes.append(region_box)
-            region = np.zeros((size, size), dtype=bool)
-            for _ in range(int(rng.integers(4, 9))):
-                small = rng.uniform(0.5, 0.8) * h
-                pelvis = np.array([rng.uniform(x0 + 0.15 * small, x0 + w - 0.15 * small), y0 + 0.5 * small + rng.uniform(0, h - small)])
-                fig = _sample_figure(rng, small, pelvis)
-                _draw_figure(img, fig, keyset=keyset)
-                region |= _silhouette(fig, size)
-            cv2.rectangle(region.view(np.uint8), (int(x0), int(y0)), (int(x0 + w), int(y0 + h)), 1, -1)
-            region = region.astype(bool)
-            annotations.append({
-                "segmentation": _uncompressed_rle(region),
-                "num_keypoints": 0,
-                "area": float(region.sum()),
-                "iscrowd": 1,
-                "keypoints": [0] * (3 * num_kpts),
-                "bbox": _box_of(region),
-                "category_id": 1,
-            })
-
-    silhouettes = []
-    for k, fig in enumerate(people):
-        _draw_figure(img, fig, keyset=keyset)
-        _draw_figure(label, fig, colour_of=lambda role, idx, k=k: k + 1, line=cv2.LINE_8)
-        silhouettes.append(_silhouette(fig, size))
-    # Occluder patches over a few joints: those joints become v=1 (labelled, not visible).
-    if people and rng.random() < 0.3:
-        for _ in range(int(rng.integers(1, 3))):
-            fig = people[int(rng.integers(len(people)))]
-            centre = fig.joints[int(rng.integers(17))] + rng.normal(0, 0.03 * fig.height, 2)
-            half = rng.uniform(0.05, 0.09) * fig.height
-            grey = rng.uniform(40, 210)
-            colour = tuple(float(c) for c in grey + rng.uniform(-20, 20, 3))
-            p0, p1 = _fx(centre - half), _fx(centre + half)
-            cv2.rectangle(img, p0, p1, colour, -1, cv2.LINE_8, _DRAW_SHIFT)
-            cv2.rectangle(label, p0, p1, 255, -1, cv2.LINE_8, _DRAW_SHIFT)
-
-    for k, fig in enumerate(people):
-        sil = silhouettes[k]
-        if not sil.any():
-            continue
-        annotations.append(_person_annotation(sil, _visible_keypoints(fig, keyset, label, k + 1), num_kpts))
-
-    return img, annotations
-
-
-def _visible_keypoints(fig: _Figure, keyset: _Keyset, label: np.ndarray, who: int) -> np.ndarray:
-    """[J, 3] keypoints of the keyset: v=2 on top in the label image, 1 hidden, 0 off the image
-    or not drawn (the face of a person turned away)."""
-    size = label.shape[0]
-    xy = fig.points()[list(keyset.points)]
-    drawn = fig.points_drawn()[list(keyset.points)]
-    inside = (xy >= 0).all(1) & (xy < size - 0.5).all(1) & drawn
-    cells = np.clip(np.round(xy).astype(int), 0, size - 1)
-    on_top = label[cells[:, 1], cells[:, 0]] == who
-    return np.concatenate([xy, np.where(inside, np.where(on_top, 2, 1), 0)[:, None]], axis=1)
-
-
-def _people_count_weights(max_people: int) -> np.ndarray:
-    w = 1.0 / np.arange(1, max_people + 1) ** 0.7  # fewer people more often
-    return w / w.sum()
 
 
 def _categories(schema: KeypointSchema) -> list[dict]:
