@@ -15,31 +15,47 @@ Reference behaviour (reference page, section 5) and where this module departs fr
 
 A run folder holds ``config.json`` (model and train config, the keypoint schema, the data),
 ``metrics.jsonl`` and ``checkpoints/`` (orbax); a resumed run continues bit for bit.
+
+`TrainConfig` lives in `efficienthrnet.train_config`, the optimizer in
+`efficienthrnet.train_optimizer`, the model and jitted step in `efficienthrnet.train_step` (all
+re-exported here); this module holds the run folder's record, the data stream, `train` and
+`load_for_inference`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-from flax import traverse_util
-from jax.sharding import Mesh
 
-from efficienthrnet.config import NETWORK_STRIDE, ModelConfig, check_finite
-from efficienthrnet.data.augment import AugmentConfig
+from efficienthrnet.config import NETWORK_STRIDE, ModelConfig, check_finite  # noqa: F401  (as before the split)
+from efficienthrnet.data.augment import AugmentConfig  # noqa: F401
 from efficienthrnet.keypoints import get_schema, restore_schema, schema_to_dict
-from efficienthrnet.losses import PUSH_LOSSES, LossWeights, compute_losses
-from efficienthrnet.training import step as _step
+from efficienthrnet.losses import PUSH_LOSSES, LossWeights, compute_losses  # noqa: F401
+from efficienthrnet.train_config import TrainConfig, effective_model_config
+from efficienthrnet.train_optimizer import (  # noqa: F401
+    BACKBONE_MODULE,
+    OPTIMIZER_FIELDS,
+    _optimizer,
+    backbone_labels,
+    learning_rate_schedule,
+    make_optimizer,
+)
+from efficienthrnet.train_step import (  # noqa: F401
+    DEVICE_BATCH_KEYS,
+    STEP_FIELDS,
+    _jitted_train_step,
+    build_model,
+    create_train_state,
+    make_train_step,
+    pose_loss,
+    shard_batch,
+    train_step,
+)
 from efficienthrnet.training.checkpoints import (  # noqa: F401  (re-exported for existing callers)
     CHECKPOINT_DIR,
     CheckpointError,
@@ -63,7 +79,7 @@ from efficienthrnet.training.parallel import (  # noqa: F401
     maybe_initialize_distributed,
     replicate,
 )
-from efficienthrnet.training.parallel import shard_batch as _shard_batch
+from efficienthrnet.training.parallel import shard_batch as _shard_batch  # noqa: F401
 from efficienthrnet.training.run_dir import (  # noqa: F401
     CONFIG_FILE,
     METRICS_FILE,
@@ -71,283 +87,8 @@ from efficienthrnet.training.run_dir import (  # noqa: F401
     read_run_config,
     write_run_record,
 )
-from efficienthrnet.training.state import COMPUTE_DTYPES, TrainState
-from efficienthrnet.training.state import create_train_state as _create_state
-
-#: Batch entries the step needs on the device (the rest, e.g. "image_id", stay on the host).
-DEVICE_BATCH_KEYS = ("image", "heatmaps_4", "heatmaps_2", "mask_4", "mask_2", "joints_4")
-#: Name of the model's backbone submodule: top-level key of its parameter tree.
-BACKBONE_MODULE = "backbone"
-
-
-# --------------------------------------------------------------------------------------- config
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything about a training run that is not the architecture.
-
-    Attributes:
-      steps: optimizer updates in the whole run (the schedule is laid out over these).
-      batch_size: global batch (all devices, all hosts); must divide by the device count.
-      learning_rate: peak Adam learning rate (reference 1e-3).
-      decay_fractions: fractions of ``steps`` at which the rate is multiplied by ``decay_factor``
-        (reference: epochs 200 and 260 of 300).
-      decay_factor: multiplier at each decay boundary (reference 0.1).
-      warmup_steps: linear warm-up from 0 over this many steps (reference: none).
-      weight_decay: 0 builds Adam as the reference does (it ignores its configured 1e-4);
-        > 0 builds AdamW with this decoupled decay.
-      freeze_backbone: give the backbone parameters zero updates (the reference always does).
-      compute_dtype: "float32" or "bfloat16" for activations; params, optimizer and loss stay float32.
-      loss_weights: multipliers of the loss terms.
-      push_loss: associative-embedding push form, "exp" (the reference's default) or "max"
-        (the reference's other form; see `efficienthrnet.losses`).
-      init_scheme: how the pose model's kernels start: "reference" (N(0, 0.001^2), as the
-        authors train), "he", or "he_small_head" (see `efficienthrnet.nn.model.EfficientHRNet`).
-      checkpoint_every: save every this many steps (and always at the end).
-      keep_checkpoints: how many of the most recent checkpoints to keep.
-      log_every: write a metrics line every this many steps (and at the end).
-      seed: seeds parameter init, dropout and the input pipeline.
-      input_size: square training input size replacing the model config's (multiple of NETWORK_STRIDE),
-        for cheap proxy runs of the fully convolutional network; None keeps the config's.
-      data: default dataset spec ("synthetic:DIR" or "coco:DIR") when `train` gets none.
-      num_workers: input pipeline worker processes (0 = in the main process).
-      max_people: people slots per image in the tag targets (reference 30).
-      distributed: call ``jax.distributed.initialize()`` first (multi-host); the environment
-        variable EFFICIENTHRNET_DISTRIBUTED=1 does the same.
-      progress: show a tqdm progress bar.
-      augment: the random affine of the input pipeline (reference ranges by default; narrower
-        ranges make short proxy runs learn faster).
-    """
-
-    steps: int = 1000
-    batch_size: int = 8
-    learning_rate: float = 1e-3
-    decay_fractions: tuple[float, ...] = (2 / 3, 13 / 15)
-    decay_factor: float = 0.1
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    freeze_backbone: bool = False
-    compute_dtype: str = "float32"
-    loss_weights: LossWeights = field(default_factory=LossWeights)
-    push_loss: str = "exp"
-    init_scheme: str = "reference"
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    log_every: int = 10
-    seed: int = 0
-    input_size: int | None = None
-    data: str | None = None
-    num_workers: int = 0
-    max_people: int = 30
-    distributed: bool = False
-    progress: bool = True
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-
-    def __post_init__(self):
-        check_finite(self, "TrainConfig")  # first: NaN passes every range comparison below
-        positive = ("steps", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every", "max_people")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"TrainConfig.{name}={value!r} must be an integer >= 1")
-        for name in ("warmup_steps", "num_workers"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise ValueError(f"TrainConfig.{name}={value!r} must be an integer >= 0")
-        if not self.learning_rate > 0:
-            raise ValueError(f"TrainConfig.learning_rate={self.learning_rate!r} must be > 0")
-        if self.weight_decay < 0:
-            raise ValueError(
-                f"TrainConfig.weight_decay={self.weight_decay!r} must be >= 0 (0 = Adam as the reference)"
-            )
-        if any(not 0 < f < 1 for f in self.decay_fractions) or list(self.decay_fractions) != sorted(
-            self.decay_fractions
-        ):
-            raise ValueError(
-                f"TrainConfig.decay_fractions={self.decay_fractions!r} must be increasing fractions in (0, 1)"
-            )
-        from efficienthrnet.nn.model import INIT_SCHEMES  # imported on use, as in build_model
-
-        if self.init_scheme not in INIT_SCHEMES:
-            raise ValueError(f"TrainConfig.init_scheme={self.init_scheme!r}; choose one of {list(INIT_SCHEMES)}")
-        if self.push_loss not in PUSH_LOSSES:
-            raise ValueError(f"TrainConfig.push_loss={self.push_loss!r}; choose one of {list(PUSH_LOSSES)}")
-        if self.compute_dtype not in COMPUTE_DTYPES:
-            raise ValueError(
-                f"TrainConfig.compute_dtype={self.compute_dtype!r}; choose one of {list(COMPUTE_DTYPES)}"
-            )
-        if self.input_size is not None and (self.input_size < NETWORK_STRIDE or self.input_size % NETWORK_STRIDE):
-            raise ValueError(f"TrainConfig.input_size={self.input_size!r} must be a multiple of {NETWORK_STRIDE} "
-                             "(the network stride), or None")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["decay_fractions"] = list(self.decay_fractions)
-        d["loss_weights"] = self.loss_weights.to_dict()
-        d["augment"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["augment"].items()}
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"TrainConfig: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
-        kwargs = dict(d)
-        if "decay_fractions" in kwargs:
-            kwargs["decay_fractions"] = tuple(kwargs["decay_fractions"])
-        if isinstance(kwargs.get("loss_weights"), Mapping):
-            kwargs["loss_weights"] = LossWeights.from_dict(kwargs["loss_weights"])
-        if isinstance(kwargs.get("augment"), Mapping):
-            kwargs["augment"] = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                                 for k, v in kwargs["augment"].items()})
-        return cls(**kwargs)
-
-
-def effective_model_config(model_config: ModelConfig, train_config: TrainConfig) -> ModelConfig:
-    """The model config trained on: the given one, at ``train_config.input_size`` if set."""
-    if train_config.input_size is None:
-        return model_config
-    return model_config.with_input_size(train_config.input_size)
-
-
-# --------------------------------------------------------------------------------- optimizer
-
-
-def learning_rate_schedule(config: TrainConfig) -> optax.Schedule:
-    """Step-wise decay at fractions of the run, with an optional linear warm-up in front."""
-    boundaries = {}
-    for fraction in config.decay_fractions:
-        # Two fractions may land on one step in a very short run: their factors then multiply.
-        boundary = round(fraction * config.steps)
-        boundaries[boundary] = boundaries.get(boundary, 1.0) * config.decay_factor
-    decayed = optax.piecewise_constant_schedule(config.learning_rate, boundaries)
-    if config.warmup_steps == 0:
-        return decayed
-
-    def schedule(step):
-        # Multiplying (rather than joining schedules) keeps the decay boundaries where they are.
-        warm = jnp.minimum(1.0, (step + 1) / config.warmup_steps)
-        return warm * decayed(step)
-
-    return schedule
-
-
-def backbone_labels(params: Mapping[str, Any]) -> Any:
-    """Pytree of "frozen" (backbone) / "trained" labels with the structure of ``params``."""
-    if BACKBONE_MODULE not in params:
-        raise ValueError(
-            f"freeze_backbone=True, but the parameters have no '{BACKBONE_MODULE}' submodule "
-            f"(top-level keys: {sorted(params)}); update train.BACKBONE_MODULE to the model's backbone name"
-        )
-    return traverse_util.path_aware_map(
-        lambda path, _: "frozen" if path[0] == BACKBONE_MODULE else "trained", params
-    )
-
-
-#: The TrainConfig fields the optimizer reads; the rest (seed, cadence, data) must not key it.
-OPTIMIZER_FIELDS = ("steps", "learning_rate", "decay_fractions", "decay_factor", "warmup_steps", "weight_decay",
-                    "freeze_backbone")
-
-
-def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """Adam (or AdamW when weight_decay > 0) on the schedule, with the backbone optionally frozen.
-
-    Equal optimizer settings give the same object: it is a static part of the train state, so
-    runs that share it (a sweep's seeds, a resume) share the compiled init and step.
-    """
-    return _optimizer(TrainConfig(**{name: getattr(config, name) for name in OPTIMIZER_FIELDS}))
-
-
-@functools.lru_cache(maxsize=16)
-def _optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    schedule = learning_rate_schedule(config)
-    if config.weight_decay > 0:
-        tx = optax.adamw(schedule, weight_decay=config.weight_decay)
-    else:
-        tx = optax.adam(schedule)
-    if config.freeze_backbone:
-        tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, backbone_labels)
-    return tx
-
-
-# ------------------------------------------------------------------------------- model, step
-
-
-@functools.lru_cache(maxsize=16)
-def build_model(
-    model_config: ModelConfig, compute_dtype: str = "float32", init_scheme: str = "reference"
-) -> nn.Module:
-    """The flax module for a config, computing in ``compute_dtype`` (its parameters stay float32).
-
-    Cached: the same config gives the same module object, so that jitted functions keyed on
-    ``model.apply`` (the train state's apply_fn) compile once per process, not once per run.
-    """
-    from efficienthrnet.nn.model import EfficientHRNet  # here, so that losses and configs need no model
-
-    return EfficientHRNet(model_config, dtype=COMPUTE_DTYPES[compute_dtype], init_scheme=init_scheme)
-
-
-def create_train_state(model: nn.Module, model_config: ModelConfig, config: TrainConfig) -> TrainState:
-    """Initialise params and batch statistics from ``config.seed`` and build the optimizer state."""
-    return _create_state(model, model_config.input_size, make_optimizer(config), config.seed)
-
-
-def pose_loss(outputs, batch: Mapping[str, jax.Array], *, loss_weights: LossWeights, push_loss: str = "exp"):
-    """(total, parts) of the multi-resolution heatmap and associative-embedding losses."""
-    out4, out2 = outputs
-    return compute_losses(out4, out2, batch, loss_weights, push_loss)
-
-
-def train_step(
-    state: TrainState,
-    batch: Mapping[str, jax.Array],
-    *,
-    loss_weights: LossWeights,
-    compute_dtype: str = "float32",
-    schedule: optax.Schedule | None = None,
-    push_loss: str = "exp",
-) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer update on a pose batch (see `efficienthrnet.training.step.train_step`).
-
-    Not jitted itself: `make_train_step` wraps it in ``jax.jit`` with the shardings. Returns the
-    new state and scalar metrics (total loss, its parts, and the learning rate used).
-    """
-    loss_fn = functools.partial(pose_loss, loss_weights=loss_weights, push_loss=push_loss)
-    return _step.train_step(state, batch, loss_fn=loss_fn, compute_dtype=compute_dtype, schedule=schedule)
-
-
-def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """Host pose batch (this process's share) -> global arrays of DEVICE_BATCH_KEYS split along "data"."""
-    return _shard_batch(batch, mesh, DEVICE_BATCH_KEYS)
-
-
-#: The TrainConfig fields `train_step` reads (loss, dtype, schedule); the rest (seed, cadence, data)
-#: must not key its compilation, so that a sweep's seeds of one design share one compiled step.
-STEP_FIELDS = ("steps", "learning_rate", "decay_fractions", "decay_factor", "warmup_steps", "compute_dtype",
-               "loss_weights", "push_loss")
-
-
-def make_train_step(config: TrainConfig, mesh: Mesh) -> Callable:
-    """`train_step` jitted for the mesh: state replicated and donated, batch split on "data".
-
-    Cached per (the fields the step reads, mesh), so that repeated runs in one process (resume,
-    sweeps over seeds, tests) reuse the compiled step."""
-    return _jitted_train_step(TrainConfig(**{name: getattr(config, name) for name in STEP_FIELDS}), mesh)
-
-
-@functools.lru_cache(maxsize=16)
-def _jitted_train_step(config: TrainConfig, mesh: Mesh) -> Callable:
-    step = functools.partial(
-        train_step,
-        loss_weights=config.loss_weights,
-        compute_dtype=config.compute_dtype,
-        schedule=learning_rate_schedule(config),
-        push_loss=config.push_loss,
-    )
-    return _step.jit_step(step, mesh)
-
+from efficienthrnet.training.state import COMPUTE_DTYPES, TrainState  # noqa: F401
+from efficienthrnet.training.state import create_train_state as _create_state  # noqa: F401
 
 # ---------------------------------------------------------------------------- run folder, data
 
