@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pycocotools.mask as mask_utils
+from pycocotools.coco import COCO  # noqa: F401  (importable from here, as before the split)
 
 from efficienthrnet.data.coco_annotations import (  # noqa: F401  (re-exported for existing callers)
     _REQUIRED_ANNOTATION_KEYS,
