@@ -52,3 +52,26 @@ def test_predict_names_a_missing_image(tmp_path, capsys):
     missing = tmp_path / "nope.jpg"
     assert main(["predict", str(missing), "--checkpoint", str(tmp_path), "--out", str(tmp_path / "o.png")]) == 2
     assert str(missing) in capsys.readouterr().err
+
+
+def _subcommands() -> list[str]:
+    import argparse
+
+    from efficienthrnet.cli import build_parser
+
+    parser, _ = build_parser()
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return sorted(actions[0].choices)
+
+
+def test_every_help_page_prints(capsys):
+    """argparse formats help text with %: a stray '%' in any help string crashes --help."""
+    import pytest
+
+    commands = _subcommands()
+    assert {"train", "sweep", "compare", "export"} <= set(commands)
+    for argv in ([], *([c] for c in commands)):
+        with pytest.raises(SystemExit) as stop:
+            main([*argv, "--help"])
+        assert stop.value.code == 0, argv
+        assert "usage:" in capsys.readouterr().out

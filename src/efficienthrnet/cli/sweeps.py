@@ -51,7 +51,7 @@ def _run_plot(args) -> int:
 
 
 def _add_compare(sub) -> Callable:
-    p = sub.add_parser("compare", help="compare the rules of a sweep folder: AP difference, 95% CI, P(A>B)")
+    p = sub.add_parser("compare", help="compare the rules of a sweep folder: AP difference, 95%% CI, P(A>B)")
     p.add_argument("run_dir")
     p.add_argument("--metric", default="AP")
     p.add_argument("--cost", default="macs", help="cost column reported beside each side (default macs)")
