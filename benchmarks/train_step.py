@@ -14,6 +14,7 @@ Without --data it writes a small synthetic dataset to a temporary folder.
 
     .venv/bin/python benchmarks/train_step.py                 # phi=-4, 256 px, batch 8
     .venv/bin/python benchmarks/train_step.py --rule reference --freeze
+    .venv/bin/python benchmarks/train_step.py --compilation-cache /tmp/jc   # twice: cold, then warm start
     .venv/bin/python benchmarks/train_step.py --phi 0 --input-size 512 --batch 16 --steps 20
 """
 
@@ -45,6 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--data", default=None, help="dataset spec; default: a synthetic set in a temp dir")
+    p.add_argument("--compilation-cache", default=None, metavar="DIR",
+                   help="JAX persistent compilation cache folder (run twice: the second launch is the warm one)")
     args = p.parse_args(argv)
     if args.warmup < 1 or args.steps < 1 or args.warmup + args.steps < 3:
         p.error(f"--warmup {args.warmup} and --steps {args.steps} must both be >= 1 and add up to >= 3")
@@ -90,6 +93,8 @@ def main(argv=None) -> dict:
     from efficienthrnet.scaling import generate_config
 
     args = parse_args(argv)
+    if args.compilation_cache:
+        jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data
         if data is None:
@@ -129,6 +134,7 @@ def main(argv=None) -> dict:
         "batch": args.batch,
         "dtype": args.dtype,
         "num_workers": args.num_workers,
+        "compilation_cache": args.compilation_cache,
         "measured_steps": args.steps,
         "launch_to_first_step_s": round(loader.asked[2] - LAUNCHED, 2),
         "images_per_s": round(summary["images_per_s"], 3),

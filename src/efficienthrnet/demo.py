@@ -1,12 +1,12 @@
 """`make demo` (``python -m efficienthrnet.demo``): the main job on the embedded default, CPU-sized.
 
 1. Makes the synthetic COCO-format dataset (once) under OUT/data/synthetic.
-2. Runs ``experiments/quickstart.toml``: several phi trained and evaluated (pycocotools AP) at a
-   128 px proxy input size, into OUT/quickstart.
-3. Runs ``experiments/profile_phi.toml``: exact params / MACs against phi for several scaling
-   rules, into OUT/profile_phi.
-4. Writes each sweep's results.csv and plots (PNG + SVG), and a picture of the best trial's
-   predictions on validation images, then prints where everything is.
+2. Runs ``experiments/demo_study.toml``, a scaling study: the compound rule against width-only
+   scaling at two MACs budgets with two seeds each, every trial trained and evaluated (pycocotools
+   AP) at its rule's own input size scaled down to a CPU-sized proxy, into OUT/study.
+3. Writes the study's results.csv (one row per trial), summary.csv (seed means with 95 % CIs),
+   comparison.csv (rule against rule per budget: difference, CI, P(A>B)) and plots (AP against
+   MACs with CI error bars, the AP EDF per rule), and a picture of the best design's predictions on validation images; then prints the tables and where everything is.
 
 Re-running resumes: finished trials are kept, interrupted ones continue from their checkpoints.
 """
@@ -22,8 +22,7 @@ from pathlib import Path
 from .sweep import DataSpec, SweepSpec, load_spec, run_sweep
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"  # package data (experiments/ links here)
-QUICKSTART = "quickstart.toml"
-PROFILE = "profile_phi.toml"
+STUDY = "demo_study.toml"
 DEFAULT_OUT = Path("demo_out")
 
 
@@ -36,13 +35,30 @@ def experiment_path(name: str, experiments_dir: Path = EXPERIMENTS_DIR) -> Path:
     return path
 
 
-def demo_specs(out: Path, experiments_dir: Path = EXPERIMENTS_DIR) -> tuple[SweepSpec, SweepSpec]:
-    """The quickstart and profile specs with their outputs (and the synthetic data) under ``out``."""
-    quick = load_spec(experiment_path(QUICKSTART, experiments_dir))
-    data = DataSpec(kind=quick.data.kind, dir=str(out / "data" / "synthetic"), synthetic=quick.data.synthetic)
-    quick = quick.replace(output=str(out / "quickstart"), data=data)
-    profile = load_spec(experiment_path(PROFILE, experiments_dir))
-    return quick, profile.replace(output=str(out / "profile_phi"))
+def demo_spec(out: Path, experiments_dir: Path = EXPERIMENTS_DIR) -> SweepSpec:
+    """The study spec with its output (and the synthetic data) under ``out``."""
+    study = load_spec(experiment_path(STUDY, experiments_dir))
+    data = DataSpec(kind=study.data.kind, dir=str(out / "data" / "synthetic"), synthetic=study.data.synthetic)
+    return study.replace(output=str(out / "study"), data=data)
+
+
+def best_design(summary, metric: str = "AP") -> dict:
+    """The design (a summary.csv row) with the highest seed-mean ``metric``."""
+    column = f"{metric}_mean"
+    if column not in summary.columns or summary[column].isna().all():
+        raise ValueError(f"no finished pose trial has an {metric}; see the failed trials' errors in results.csv")
+    return summary.loc[summary[column].idxmax()].to_dict()
+
+
+def trials_of(df, design: dict):
+    """The finished rows of the results table that belong to a summary row's design."""
+    from .analysis import design_columns, finished
+
+    done = finished(df)
+    mask = True
+    for key in design_columns(done):
+        mask = mask & (done[key] == design[key])
+    return done[mask]
 
 
 def best_trial(df) -> dict:
@@ -88,30 +104,33 @@ def draw_best_predictions(sweep_dir: Path, trial_id: str, data_spec: str, out_pn
 
 def run_demo(out: str | Path = DEFAULT_OUT, executor: str = "local", progress: bool = True,
              experiments_dir: Path = EXPERIMENTS_DIR) -> dict:
-    """Run both demo sweeps, plot them, draw the best trial; returns the paths and headline figures."""
-    from .pareto import front_table, plot_sweep
+    """Run the demo study, plot and compare it, draw the best design; returns paths, tables, timings."""
+    from .analysis import summarize_results
+    from .pareto import compare_sweep, plot_sweep
 
     out = Path(out)
-    quick, profile = demo_specs(out, experiments_dir)
-    timings = {}
+    study = demo_spec(out, experiments_dir)
     start = time.perf_counter()
-    pose = run_sweep(quick, executor=executor, progress=progress)
-    timings["quickstart_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    run_sweep(profile, executor=executor, progress=progress)
-    timings["profile_s"] = time.perf_counter() - start
+    table = run_sweep(study, executor=executor, progress=progress)
+    timings = {"study_s": time.perf_counter() - start}
 
-    plots = plot_sweep(quick.output) + plot_sweep(profile.output)
-    best = best_trial(pose)
-    picture = draw_best_predictions(Path(quick.output), best["trial_id"], quick.data.spec_string,
+    plots = plot_sweep(study.output)
+    summary = summarize_results(table)
+    comparison, _ = compare_sweep(study.output)
+    best = best_design(summary)
+    seeds = trials_of(table, best)
+    best_seed = seeds.loc[seeds["AP"].idxmax()]
+    picture = draw_best_predictions(Path(study.output), best_seed["trial_id"], study.data.spec_string,
                                     out / "best_predictions.png")
+    study_dir = Path(study.output)
     return {
-        "results": [Path(quick.output) / "results.csv", Path(profile.output) / "results.csv"],
+        "results": [study_dir / "results.csv", study_dir / "summary.csv", study_dir / "comparison.csv"],
         "plots": plots,
         "picture": picture,
         "best": best,
-        "table": pose,
-        "front": front_table(pose, "AP", "macs"),
+        "table": table,
+        "summary": summary,
+        "comparison": comparison,
         "timings": timings,
     }
 
@@ -121,23 +140,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default ./demo_out)")
     parser.add_argument("--executor", default="local", choices=("local", "ray"))
     parser.add_argument("--experiments", default=str(EXPERIMENTS_DIR),
-                        help=f"folder holding {QUICKSTART} and {PROFILE} (default: the package's specs)")
+                        help=f"folder holding {STUDY} (default: the package's specs)")
     args = parser.parse_args(argv)
-    summary = run_demo(args.out, args.executor, experiments_dir=Path(args.experiments))
-    table = summary["table"]
-    columns = [c for c in ("trial_id", "status", "input_size", "params", "macs", "AP", "AP50", "latency_ms",
-                           "train_time_s", "eval_time_s") if c in table.columns]
-    print("\nquickstart results:")
-    print(table[columns].to_string(index=False))
-    print("\nPareto front (AP vs MACs):")
-    print(summary["front"].to_string(index=False))
-    best = summary["best"]
-    print(f"\nbest trial: {best['trial_id']} AP={best['AP']:.3f}")
-    print(f"sweeps took {summary['timings']['quickstart_s']:.0f} s (quickstart) and "
-          f"{summary['timings']['profile_s']:.0f} s (profile_phi)")
-    print("\nresults tables:", *summary["results"], sep="\n  ")
-    print("plots:", *[p for p in summary["plots"] if p.suffix == ".png"], sep="\n  ")
-    print(f"predictions of the best trial: {summary['picture']}")
+    result = run_demo(args.out, args.executor, experiments_dir=Path(args.experiments))
+    summary = result["summary"]
+    columns = [c for c in ("rule", "budget_macs", "phi", "n_seeds", "input_size_mean", "macs_mean", "AP_mean",
+                           "AP_ci_low", "AP_ci_high", "AP50_mean", "train_time_s_mean") if c in summary.columns]
+    print("\nscaling study, seed means with 95 % bootstrap CIs (summary.csv):")
+    print(summary[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print("\nrule against rule at each budget (comparison.csv):")
+    print(result["comparison"].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    best = result["best"]
+    print(f"\nbest design: {best['rule']} at budget {best['budget_macs']:.3g} MACs (phi {best['phi']}): "
+          f"mean AP {best['AP_mean']:.3f} over {best['n_seeds']} seeds, 95 % CI "
+          f"[{best['AP_ci_low']:.3f}, {best['AP_ci_high']:.3f}]")
+    print(f"the study took {result['timings']['study_s']:.0f} s")
+    print("\ntables:", *result["results"], sep="\n  ")
+    print("plots:", *[p for p in result["plots"] if p.suffix == ".png"], sep="\n  ")
+    print(f"predictions of the best design: {result['picture']}")
     return 0
 
 
