@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_decode_oracle import oracle_decode, render_people  # noqa: E402
-
-from efficienthrnet.decode import STAGES, DecodeConfig, decode  # noqa: E402
-from efficienthrnet.keypoints import COCO17  # noqa: E402
+from efficienthrnet.decode import STAGES, DecodeConfig, decode
+from efficienthrnet.keypoints import COCO17
+from test_decode_oracle import oracle_decode, render_people
 
 
 def bench(num_people: int, size: int, repeats: int, check: bool, seed: int = 0) -> dict:

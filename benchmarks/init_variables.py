@@ -5,9 +5,12 @@ import os
 import sys
 import time
 
-import jax, jax.numpy as jnp
+import jax
+import jax.numpy as jnp
+
 from efficienthrnet.nn import EfficientHRNet, init_variables
 from efficienthrnet.scaling import generate_config
+
 way = sys.argv[1]
 model = EfficientHRNet(generate_config(-4, rule="reference"))
 key = jax.random.key(0)

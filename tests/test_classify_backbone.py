@@ -13,7 +13,7 @@ from flax import traverse_util
 
 from efficienthrnet import backbone_init as bi
 from efficienthrnet.nn.efficientnet import EfficientNetClassifier
-from efficienthrnet.nn.model import EfficientHRNet, init_shapes
+from efficienthrnet.nn.model import init_shapes
 from efficienthrnet.scaling import generate_config
 
 SIZE = 64

@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import shared_file
 
+from conftest import shared_file
 from efficienthrnet.complexity import (
     AS_REPORTED,
     AS_REPORTED_CLASSIFIERS,

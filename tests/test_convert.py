@@ -8,8 +8,8 @@ import json
 import jax
 import numpy as np
 import pytest
-from conftest import shared_file
 
+from conftest import shared_file
 from efficienthrnet.convert import (
     backbone_variables_from_torch,
     load_torch_checkpoint,

@@ -3,13 +3,12 @@ backbone taps in float32 (square 384 and non-square 256x320 inputs)."""
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import shared_file
 
+from conftest import shared_file
 from efficienthrnet.convert import variables_from_torch
 from efficienthrnet.nn import EfficientHRNet
 from efficienthrnet.scaling import generate_config

@@ -6,8 +6,8 @@ import shutil
 import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
-from conftest import COCO_SAMPLE
 
+from conftest import COCO_SAMPLE
 from efficienthrnet.data.coco import CocoFormatError, CocoKeypoints, resolve_dataset
 
 SAMPLE = COCO_SAMPLE

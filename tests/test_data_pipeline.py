@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import COCO_SAMPLE
 
+from conftest import COCO_SAMPLE
 from efficienthrnet.data.coco import CocoKeypoints
 from efficienthrnet.data.pipeline import build_train_loader, iterate_eval
 from efficienthrnet.data.synthetic import make_synthetic_dataset

@@ -3,10 +3,16 @@
 
 import numpy as np
 import pytest
-from conftest import COCO_SAMPLE
 
+from conftest import COCO_SAMPLE
 from efficienthrnet.data.augment import (
-    AffineParams, AugmentConfig, affine_matrix, apply_affine, centered_params, draw_affine, normalize_image,
+    AffineParams,
+    AugmentConfig,
+    affine_matrix,
+    apply_affine,
+    centered_params,
+    draw_affine,
+    normalize_image,
 )
 from efficienthrnet.data.coco import CocoKeypoints
 from efficienthrnet.data.pipeline import make_eval_example, make_training_example

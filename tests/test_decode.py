@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import COCO_SAMPLE
 
+from conftest import COCO_SAMPLE
 from efficienthrnet.decode import DecodeConfig, decode
 from efficienthrnet.evaluate import coco_results, score_coco
 from efficienthrnet.keypoints import COCO17

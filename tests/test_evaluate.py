@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import COCO_SAMPLE
 
+from conftest import COCO_SAMPLE
 from efficienthrnet.evaluate import METRIC_NAMES, coco_results, score_coco
 from efficienthrnet.keypoints import COCO17
 

@@ -8,7 +8,14 @@ import math
 import pandas as pd
 import pytest
 
-from efficienthrnet.pareto import finished_points, front_table, pareto_front, pareto_mask, plot_results, plot_sweep
+from efficienthrnet.pareto import (
+    finished_points,
+    front_table,
+    pareto_front,
+    pareto_mask,
+    plot_results,
+    plot_sweep,
+)
 from efficienthrnet.sweep import DataSpec, LatencySpec, SweepSpec, register_task, run_sweep
 
 

@@ -9,7 +9,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the 'ray' extra is not installed (pip install 'efficienthrnet[ray]')")
 
-from efficienthrnet.sweep import LatencySpec, SweepSpec, run_sweep  # noqa: E402
+from efficienthrnet.sweep import LatencySpec, SweepSpec, run_sweep
 
 
 @pytest.fixture

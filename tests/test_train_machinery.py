@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import COCO_SAMPLE, xla_optimizations_off
 
+from conftest import COCO_SAMPLE, xla_optimizations_off
 from efficienthrnet import train as T
 from efficienthrnet.data.augment import AugmentConfig
 from efficienthrnet.losses import LossWeights

@@ -228,5 +228,14 @@ def error_edf(df: pd.DataFrame, metric: str = "AP", cost: str | None = "macs", b
     return pd.concat(parts, ignore_index=True)
 
 
-__all__ = ["DESIGN_COLUMNS", "summarize_results", "compare_rules", "rank_agreement", "error_edf", "mean_ci",
-           "finished", "design_columns", "metric_columns"]
+__all__ = [
+    "DESIGN_COLUMNS",
+    "compare_rules",
+    "design_columns",
+    "error_edf",
+    "finished",
+    "mean_ci",
+    "metric_columns",
+    "rank_agreement",
+    "summarize_results",
+]

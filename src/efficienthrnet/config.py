@@ -171,14 +171,14 @@ class ModelConfig:
     def name(self) -> str:
         return f"{self.rule}@phi={self.phi:g}"
 
-    def with_input_size(self, input_size: int) -> "ModelConfig":
+    def with_input_size(self, input_size: int) -> ModelConfig:
         """The same network at another (square) input size, e.g. for cheap proxy runs."""
         if input_size <= 0 or input_size % NETWORK_STRIDE:
             raise ValueError(f"input_size {input_size} must be a positive multiple of {NETWORK_STRIDE} "
                              "(the network stride)")
         return dataclasses.replace(self, input_size=int(input_size))
 
-    def same_architecture(self, other: "ModelConfig") -> bool:
+    def same_architecture(self, other: ModelConfig) -> bool:
         """True when both configs build identical parameter trees (input size may differ)."""
         return dataclasses.replace(self, input_size=0) == dataclasses.replace(other, input_size=0)
 
@@ -186,14 +186,14 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         return _from_dict(cls, data, "ModelConfig")
 
     def to_json(self, **kwargs) -> str:
         return json.dumps(self.to_dict(), **kwargs)
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelConfig":
+    def from_json(cls, text: str) -> ModelConfig:
         return cls.from_dict(json.loads(text))
 
 

@@ -182,8 +182,7 @@ def unwrap_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     state = {}
     for key, value in checkpoint.items():
         for prefix in WRAPPER_PREFIXES:
-            if key.startswith(prefix):
-                key = key[len(prefix) :]
+            key = key.removeprefix(prefix)
         if key in state:
             raise ValueError(f"checkpoint has '{key}' both with and without a 'module.' prefix")
         state[key] = value

@@ -281,5 +281,20 @@ def front_table(df: pd.DataFrame, metric: str = "AP", cost: str = "macs") -> pd.
     return pareto_front(points, metric, cost)[["rule", "phi", metric, cost]].reset_index(drop=True)
 
 
-__all__ = ["compare_sweep", "compare_rules", "rank_agreement", "summarize_results", "plot_edf", "register_plotter", "pareto_mask", "pareto_front", "front_table", "finished_points", "reported_points", "plot_tradeoff",
-           "plot_cost_vs_phi", "plot_results", "plot_sweep"]
+__all__ = [
+    "compare_rules",
+    "compare_sweep",
+    "finished_points",
+    "front_table",
+    "pareto_front",
+    "pareto_mask",
+    "plot_cost_vs_phi",
+    "plot_edf",
+    "plot_results",
+    "plot_sweep",
+    "plot_tradeoff",
+    "rank_agreement",
+    "register_plotter",
+    "reported_points",
+    "summarize_results",
+]

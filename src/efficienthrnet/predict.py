@@ -27,8 +27,9 @@ so the reference's choice is kept as the default.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import jax

@@ -44,8 +44,8 @@ def phi_for_budget(macs: float, rule: str | Path | ScalingRule = "efficienthrnet
         raise ValueError(f"a MACs budget must be a positive number, got {macs!r}; e.g. 2e9")
     lo = math.ceil(rule.phi.min / BUDGET_PHI_STEP - 1e-9)
     hi = math.floor(rule.phi.max / BUDGET_PHI_STEP + 1e-9)
-    grid = lambda k: round(k * BUDGET_PHI_STEP, PHI_DECIMALS) + 0.0  # noqa: E731 - exact names, no -0.0
-    cost = lambda k: _macs_at(grid(k), rule, resolution_scale, keypoints)  # noqa: E731 - the schema sets the head
+    grid = lambda k: round(k * BUDGET_PHI_STEP, PHI_DECIMALS) + 0.0  # exact names, no -0.0
+    cost = lambda k: _macs_at(grid(k), rule, resolution_scale, keypoints)  # the schema sets the head
     cheapest, dearest = cost(lo), cost(hi)
     if not cheapest <= macs <= dearest:
         raise ValueError(

@@ -13,7 +13,7 @@ import math
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -403,7 +403,7 @@ def list_rules() -> list[str]:
     return sorted(p.stem for p in RULES_DIR.glob("*.toml"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load_named(path: str) -> ScalingRule:
     return load_rule(path)
 

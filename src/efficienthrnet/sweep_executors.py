@@ -81,7 +81,7 @@ def execute_trial(trial: Trial, spec: SweepSpec, out_dir: str | os.PathLike,
         "config": _config_dict(trial),
         "attempt": (previous or {}).get("attempt", 0) + 1,
         "status": STATUS_RUNNING,
-        "started_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "started_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "provenance": provenance(),
     }
     write_json_atomic(trial_dir / RESULT_FILE, record)
@@ -93,7 +93,7 @@ def execute_trial(trial: Trial, spec: SweepSpec, out_dir: str | os.PathLike,
         record.update(status=STATUS_FAILED, result={}, error=f"{type(err).__name__}: {err}",
                       traceback=traceback.format_exc())
     record["duration_s"] = time.perf_counter() - start
-    record["finished_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    record["finished_at"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     write_json_atomic(trial_dir / RESULT_FILE, record)
     return record
 

@@ -137,7 +137,7 @@ class SweepSpec:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
-    def from_dict(cls, table: Mapping[str, Any], source: str = "<memory>") -> "SweepSpec":
+    def from_dict(cls, table: Mapping[str, Any], source: str = "<memory>") -> SweepSpec:
         return _spec_from_table(dict(table), source)
 
     @property
@@ -151,7 +151,7 @@ class SweepSpec:
         steps = self.train.get("steps")
         return tuple(steps) if isinstance(steps, (list, tuple)) else (None,)
 
-    def replace(self, **changes) -> "SweepSpec":
+    def replace(self, **changes) -> SweepSpec:
         """A copy with some fields changed (e.g. ``output`` or ``data``)."""
         return dataclasses.replace(self, **changes)
 

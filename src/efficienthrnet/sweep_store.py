@@ -87,7 +87,7 @@ def provenance() -> dict[str, Any]:
         from . import __version__ as lib_version
     info = {"library_version": lib_version, "python_version": sys.version.split()[0],
             "git_commit": _git_commit(), "hostname": socket.gethostname(), "pid": os.getpid(),
-            "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "jax_version": None, "backend": None, "device_kind": None, "device_count": None}
     import jax  # trials run JAX anyway; the device is part of what a latency figure means
 

@@ -106,7 +106,7 @@ def _rot(v: np.ndarray, deg: float) -> np.ndarray:
 
 def _sample_figure(rng: np.random.Generator, height: float, pelvis: np.ndarray) -> _Figure:
     """Draw one pose from the kinematic model, pelvis at `pelvis`, standing height `height`."""
-    j = lambda: rng.uniform(0.9, 1.1)  # noqa: E731  per-segment length jitter
+    j = lambda: rng.uniform(0.9, 1.1)  # per-segment length jitter
     lean = float(np.clip(rng.normal(0.0, 12.0), -35, 35)) if rng.random() > 0.1 else rng.uniform(-90, 90)
     up = _rot(np.array([0.0, -1.0]), lean)  # image y grows downwards
     side = _rot(np.array([1.0, 0.0]), lean)

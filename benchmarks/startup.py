@@ -1,0 +1,91 @@
+"""Where a training run's start-up goes, as one JSON line: imports, train-state init, step lowering and
+compilation, first step, then the steady step time.
+
+    .venv/bin/python benchmarks/startup.py                       # phi=-4, 256 px, batch 8
+    .venv/bin/python benchmarks/startup.py --depthwise native    # XLA's grouped conv instead of shifted taps
+    .venv/bin/python benchmarks/startup.py --opt-level 1         # the step compiled at another LLVM level
+
+Each phase is timed on its own (``lower`` / ``compile`` / first call), unlike `train_step.py`, which
+times the whole launch through the training loop.
+"""
+
+from __future__ import annotations
+
+import time
+
+LAUNCHED = time.perf_counter()  # before the heavy imports: they are part of a launch
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import jax
+import numpy as np
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--phi", type=float, default=-4)
+    p.add_argument("--rule", default="efficienthrnet")
+    p.add_argument("--input-size", type=int, default=256)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--depthwise", default="auto", choices=("auto", "native", "shifted"))
+    p.add_argument("--opt-level", type=int, default=None, help="xla_backend_optimization_level of the step")
+    p.add_argument("--steps", type=int, default=5, help="steady steps timed after the first")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    from efficienthrnet import train as T
+    from efficienthrnet.data.synthetic import make_synthetic_dataset
+    from efficienthrnet.scaling import generate_config
+    from efficienthrnet.training.parallel import make_mesh
+
+    imported = time.perf_counter() - LAUNCHED
+    args = parse_args(argv)
+    config = T.TrainConfig(steps=args.steps + 1, batch_size=args.batch, input_size=args.input_size, progress=False)
+    model_config = T.effective_model_config(generate_config(args.phi, rule=args.rule), config)
+    model = T.build_model(model_config, config.compute_dtype, config.init_scheme)
+    if args.depthwise != "auto":
+        model = model.clone(depthwise_impl=args.depthwise)
+    t = time.perf_counter()
+    state = jax.block_until_ready(T.create_train_state(model, model_config, config))
+    state_s = time.perf_counter() - t
+    mesh = make_mesh()
+    with tempfile.TemporaryDirectory() as tmp:
+        make_synthetic_dataset(Path(tmp), num_images=10, image_size=args.input_size, seed=0)
+        loader = T.make_train_loader(f"synthetic:{tmp}", model_config, config)
+        batch = T.shard_batch(next(iter(loader)), mesh)
+    step = T.make_train_step(config, mesh)
+    t = time.perf_counter()
+    lowered = step.lower(state, batch)
+    lower_s = time.perf_counter() - t
+    options = None if args.opt_level is None else {"xla_backend_optimization_level": args.opt_level}
+    t = time.perf_counter()
+    compiled = lowered.compile(compiler_options=options)
+    compile_s = time.perf_counter() - t
+    t = time.perf_counter()
+    state, metrics = jax.block_until_ready(compiled(state, batch))
+    first_s = time.perf_counter() - t
+    launch_to_first_step = time.perf_counter() - LAUNCHED
+    times = []
+    for _ in range(args.steps):
+        t = time.perf_counter()
+        state, metrics = jax.block_until_ready(compiled(state, batch))
+        times.append(time.perf_counter() - t)
+    record = {
+        "benchmark": "startup", "backend": jax.default_backend(), "phi": args.phi, "rule": args.rule,
+        "input_size": args.input_size, "batch": args.batch, "depthwise": args.depthwise, "opt_level": args.opt_level,
+        "params_leaves": len(jax.tree.leaves(state.params)),
+        "import_s": round(imported, 2), "state_init_s": round(state_s, 2), "step_lower_s": round(lower_s, 2),
+        "step_compile_s": round(compile_s, 2), "first_step_s": round(first_s, 2),
+        "launch_to_first_step_s": round(launch_to_first_step, 2),
+        "step_ms": round(1000 * float(np.median(times)), 1), "loss": float(metrics["loss"]),
+    }
+    print(json.dumps(record))
+    return record
+
+
+if __name__ == "__main__":
+    main()
