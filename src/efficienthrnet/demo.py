@@ -61,14 +61,6 @@ def trials_of(df, design: dict):
     return done[mask]
 
 
-def best_trial(df) -> dict:
-    """The finished trial with the highest AP (a row of the results table as a dict)."""
-    done = df[(df["status"] == "done")] if "status" in df.columns else df
-    if "AP" not in done.columns or done["AP"].isna().all():
-        raise ValueError("no finished pose trial has an AP; see the failed trials' errors in results.csv")
-    return done.loc[done["AP"].idxmax()].to_dict()
-
-
 def draw_best_predictions(sweep_dir: Path, trial_id: str, data_spec: str, out_png: Path,
                           num_images: int = 4, split: str = "val") -> Path:
     """A grid of the first validation images with the trial's predicted skeletons drawn on them."""
