@@ -96,7 +96,7 @@ def test_flip_swaps_left_and_right(samples):
     heat = make_training_example(s, flipped, S)["heatmaps_4"]
     l_sho, r_sho = COCO17.keypoints.index("left_shoulder"), COCO17.keypoints.index("right_shoulder")
     for left, right in COCO17.flip_pairs:
-        mirrored = np.array([size - 1 - xy[right, 0], xy[right, 1]])
+        mirrored = np.array([size * (S - 1) / S - xy[right, 0], xy[right, 1]])
         assert np.abs(_peak(heat[..., left]) - np.trunc(mirrored)).max() <= 1
     # The shoulders really are apart, so the check distinguishes sides.
     assert abs(xy[l_sho, 0] - xy[r_sho, 0]) > 5
@@ -106,6 +106,23 @@ def test_flip_swaps_left_and_right(samples):
     mirror = apply_affine(s.image, s.mask, s.keypoints, flipped, S, (size,)).image.astype(int)
     assert np.abs(mirror - plain[:, ::-1]).mean() < 1.0
     assert np.abs(mirror - plain).mean() > 10 * np.abs(mirror - plain[:, ::-1]).mean()
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_every_map_is_the_crop_scaled_flipped_or_not(samples, flip):
+    # A flip mirrors the input crop; each output map must show that same mirror at its own scale
+    # (the reference mirrors each map about its own last column, 0.75 cells off on the 1/4 map).
+    s = samples[0]
+    params = AffineParams(center=(330.0, 220.0), box_size=420.0, rotation=12.0, flip=flip)
+    sizes = (S, S // 2, S // 4)
+    kps = apply_affine(s.image, s.mask, s.keypoints, params, S, sizes).keypoints
+    for size, at_size in zip(sizes, kps, strict=True):
+        np.testing.assert_allclose(at_size[..., :2], kps[0][..., :2] * size / S, atol=1e-3)
+    if flip:  # and at the crop itself it is the column reversal: x -> S - 1 - x
+        plain = apply_affine(s.image, s.mask, s.keypoints, params.__class__(params.center, params.box_size,
+                                                                               params.rotation, False), S, (S,))
+        mirrored = kps[0][:, COCO17.flip_permutation, 0]
+        np.testing.assert_allclose(mirrored, S - 1 - plain.keypoints[0][..., 0], atol=1e-3)
 
 
 def test_masks_follow_warp_and_border_is_masked(samples):

@@ -132,6 +132,7 @@ def make_train_loader(data_spec: Any, model_config: ModelConfig, config: TrainCo
         shard_count=jax.process_count(),
         max_people=config.max_people,
         augment=config.augment,
+        sigma=config.heatmap_sigma,
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from efficienthrnet.config import NETWORK_STRIDE, ModelConfig, check_finite
 from efficienthrnet.data.augment import AugmentConfig
+from efficienthrnet.data.targets import DEFAULT_SIGMA
 from efficienthrnet.losses import PUSH_LOSSES, LossWeights
 from efficienthrnet.training.state import COMPUTE_DTYPES
 
@@ -49,6 +50,8 @@ class TrainConfig:
       progress: show a tqdm progress bar.
       augment: the random affine of the input pipeline (reference ranges by default; narrower
         ranges make short proxy runs learn faster).
+      heatmap_sigma: standard deviation, in map pixels, of the Gaussian target of each joint on
+        both heatmap resolutions (reference 2).
     """
 
     steps: int = 1000
@@ -74,6 +77,7 @@ class TrainConfig:
     distributed: bool = False
     progress: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    heatmap_sigma: float = DEFAULT_SIGMA
 
     def __post_init__(self):
         check_finite(self, "TrainConfig")  # first: NaN passes every range comparison below
@@ -86,6 +90,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"TrainConfig.{name}={value!r} must be an integer >= 0")
+        if not self.heatmap_sigma > 0:
+            raise ValueError(f"TrainConfig.heatmap_sigma={self.heatmap_sigma!r} must be > 0 (map pixels; reference 2)")
         if not self.learning_rate > 0:
             raise ValueError(f"TrainConfig.learning_rate={self.learning_rate!r} must be > 0")
         if self.weight_decay < 0:

@@ -4,8 +4,16 @@ Follows the reference (HigherHRNet's `RandomAffineTransform` + `RandomHorizontal
 a square box of side 200 * scale source pixels, scale = short_side / 200 * U(min, max),
 centred on the image centre plus an integer translation in +-max_translate * scale per axis,
 rotated by U(-max_rotation, max_rotation) degrees, is mapped onto the square input crop and
-onto each output map. The flip happens after the warp at every resolution r as x -> r - 1 - x,
-with left/right keypoints swapped by the schema's flip permutation.
+onto each output map. The flip happens after the warp, with left/right keypoints swapped by the
+schema's flip permutation.
+
+One deliberate difference from the reference: the flip is the input crop's mirror (x -> S - 1 - x
+in input pixels, which is what reversing the crop's columns does) carried to every output
+resolution r, i.e. x -> r (S - 1) / S - x there. The reference mirrors each map about its own
+last column (x -> r - 1 - x), which puts the targets of flipped samples 1 - r / S cells left of
+the mirrored joints (0.75 cells, 3 input pixels, on the 1/4 map). A network can tell flipped
+synthetic figures from plain ones, so it learned that shift and flip testing then moved its joints
+~2 image pixels right, costing AP (measured in README "Flip alignment").
 """
 
 from __future__ import annotations
@@ -79,9 +87,15 @@ def centered_params(height: int, width: int) -> AffineParams:
     return AffineParams(center=(width / 2.0, height / 2.0), box_size=float(min(height, width)))
 
 
-def affine_matrix(params: AffineParams, out_size: int) -> np.ndarray:
-    """2x3 float64 matrix from source pixels to an out_size x out_size map (reference convention)."""
+def affine_matrix(params: AffineParams, out_size: int, input_size: int | None = None) -> np.ndarray:
+    """2x3 float64 matrix from source pixels to an out_size x out_size map (reference convention).
+
+    ``input_size`` is the crop the maps belong to (default: ``out_size`` itself): a flip mirrors the
+    crop, x -> input_size - 1 - x in its pixels, which is x -> out_size (input_size - 1) /
+    input_size - x on this map.
+    """
     r = float(out_size)
+    mirror_axis = r * (input_size - 1) / input_size if input_size else r - 1.0
     k = r / params.box_size
     cx, cy = params.center
     t = np.array([[k, 0.0, r * (0.5 - cx / params.box_size)], [0.0, k, r * (0.5 - cy / params.box_size)], [0, 0, 1]])
@@ -94,7 +108,7 @@ def affine_matrix(params: AffineParams, out_size: int) -> np.ndarray:
         back = np.array([[1.0, 0.0, r / 2], [0.0, 1.0, r / 2], [0.0, 0.0, 1.0]])
         t = back @ rot @ to_centre @ t
     if params.flip:
-        t = np.array([[-1.0, 0.0, r - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ t
+        t = np.array([[-1.0, 0.0, mirror_axis], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ t
     return t[:2]
 
 
@@ -139,7 +153,7 @@ def apply_affine(
     crop = cv2.warpAffine(image, image_matrix, (input_size, input_size), flags=cv2.INTER_LINEAR)
     masks, kps = [], []
     for size in output_sizes:
-        m = affine_matrix(params, size)
+        m = affine_matrix(params, size, input_size)
         masks.append(warp_mask(mask, m, size))
         kps.append(transform_keypoints(keypoints, m, params.flip, schema))
     return AugmentedSample(image=crop, masks=tuple(masks), keypoints=tuple(kps))
