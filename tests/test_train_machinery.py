@@ -147,10 +147,29 @@ def test_augment_ranges_reach_the_input_pipeline():
     np.testing.assert_allclose(batch["image"][0], make_eval_example(sample, 64)["image"], atol=1e-6)
 
 
+@pytest.mark.parametrize("sigma", [1.0, 2.0])
+def test_heatmap_sigma_reaches_the_targets(sigma):
+    """Beside each isolated peak of 1, the target falls to exp(-1 / (2 sigma^2)) one map pixel away."""
+    from efficienthrnet.data.coco import CocoKeypoints
+
+    dataset = CocoKeypoints(COCO_SAMPLE / "test_coco.json", COCO_SAMPLE)
+    still = AugmentConfig(max_rotation=0.0, scale_range=(1.0, 1.0), max_translate=0.0, flip_prob=0.0)
+    config = T.TrainConfig(batch_size=1, augment=still, heatmap_sigma=sigma)
+    loader = T.make_train_loader(dataset, generate_config(-4).with_input_size(128), config)
+    heat = next(loader)["heatmaps_2"][0]
+    loader.close()
+    ys, xs, js = np.nonzero(heat == 1.0)
+    assert len(js) > 3
+    expected = np.exp(-1.0 / (2 * sigma**2))
+    beside = [heat[y, x + 1, j] for y, x, j in zip(ys, xs, js, strict=True) if x + 1 < heat.shape[1]]
+    assert np.median(beside) == pytest.approx(expected, abs=1e-4)
+
+
 @pytest.mark.parametrize(
     "field, value, message",
     [
         ("steps", 0, "steps=0"),
+        ("heatmap_sigma", 0.0, "heatmap_sigma=0.0 must be > 0"),
         ("input_size", 100, "multiple of 32"),
         ("compute_dtype", "float16", "float16"),
         ("decay_fractions", (0.9, 0.5), "increasing"),
