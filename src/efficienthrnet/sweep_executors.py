@@ -1,6 +1,7 @@
 """Running a sweep's trials: one trial with its record (`execute_trial`), and the executors.
 
-``local`` runs trials one after another in this process, ``ray`` as Ray tasks; both report to a
+``local`` runs trials one after another in this process, or with ``[device] workers = N`` in N
+worker processes pinned to their own CPU cores; ``ray`` runs them as Ray tasks. All report to a
 progress bar. `use_compilation_cache` points JAX's persistent cache where the spec says.
 """
 
@@ -132,9 +133,76 @@ class _Progress:
 
 
 def _run_local(todo: Sequence[Trial], spec: SweepSpec, out_dir: Path, progress: _Progress) -> None:
+    if spec.device.workers > 1:
+        _run_workers(todo, spec, out_dir, progress)
+        return
     for trial in todo:
         progress.started()
         progress.finished(execute_trial(trial, spec, out_dir))
+
+
+def design_groups(trials: Sequence[Trial]) -> list[list[Trial]]:
+    """Trials grouped by everything but the seed, in first-seen order: one group, one compiled step."""
+    groups: dict[Trial, list[Trial]] = {}
+    for trial in trials:
+        groups.setdefault(dataclasses.replace(trial, seed=0), []).append(trial)
+    return list(groups.values())
+
+
+def core_sets(workers: int, cores: Sequence[int] | None = None) -> list[tuple[int, ...]]:
+    """Split the CPU cores (default: those this process may use) into ``workers`` near-equal sets."""
+    if cores is None:
+        if not hasattr(os, "sched_getaffinity"):
+            return [()] * workers  # no affinity on this OS: workers share every core
+        cores = os.sched_getaffinity(0)
+    cores = sorted(cores)
+    if workers > len(cores):
+        raise ValueError(f"device.workers = {workers} but this process may use only {len(cores)} CPU core(s) "
+                         f"{cores}; set workers to at most {len(cores)}")
+    size, extra = divmod(len(cores), workers)
+    bounds = [i * size + min(i, extra) for i in range(workers + 1)]
+    return [tuple(cores[a:b]) for a, b in zip(bounds, bounds[1:])]
+
+
+def _pin_worker(slots) -> None:
+    """Worker start-up, before JAX starts: take one core set, so XLA's thread pool fits it."""
+    cores = slots.get()
+    if cores:
+        os.sched_setaffinity(0, cores)
+
+
+def _run_group(trials: Sequence[Trial], spec: SweepSpec, out_dir: str, task_fn: TaskFn) -> list[dict[str, Any]]:
+    return [execute_trial(trial, spec, out_dir, task_fn) for trial in trials]
+
+
+def _run_workers(todo: Sequence[Trial], spec: SweepSpec, out_dir: Path, progress: _Progress) -> None:
+    """Design groups on a pool of ``spec.device.workers`` processes, each pinned to its cores.
+
+    Processes are spawned (not forked: this process may have started JAX). A worker that dies
+    (e.g. out of memory) fails its group's trials with that error; a rerun resumes them.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    sets = core_sets(spec.device.workers)
+    context = multiprocessing.get_context("spawn")
+    slots = context.Queue()
+    for cores in sets:
+        slots.put(cores)
+    out = str(out_dir.resolve())
+    with ProcessPoolExecutor(max_workers=len(sets), mp_context=context, initializer=_pin_worker,
+                             initargs=(slots,)) as pool:
+        futures = {pool.submit(_run_group, group, spec, out, get_task(group[0].task)): group
+                   for group in design_groups(todo)}
+        progress.started(len(todo))  # submitted, as with Ray
+        for future in as_completed(futures):
+            group = futures[future]
+            try:
+                records = future.result()
+            except Exception as err:  # the worker died: record it like a failure
+                records = [_worker_lost_record(trial, spec, out_dir, err, "local") for trial in group]
+            for record in records:
+                progress.finished(record)
 
 
 def _init_ray(spec: SweepSpec):
@@ -165,15 +233,16 @@ def _run_ray(todo: Sequence[Trial], spec: SweepSpec, out_dir: Path, progress: _P
             try:
                 record = ray.get(ref)
             except Exception as err:  # the worker died (e.g. out of memory): record it like a failure
-                record = _worker_lost_record(trial, spec, out_dir, err)
+                record = _worker_lost_record(trial, spec, out_dir, err, "Ray")
             progress.finished(record)
 
 
-def _worker_lost_record(trial: Trial, spec: SweepSpec, out_dir: Path, err: Exception) -> dict[str, Any]:
+def _worker_lost_record(trial: Trial, spec: SweepSpec, out_dir: Path, err: Exception,
+                        executor: str) -> dict[str, Any]:
     trial_dir = out_dir / TRIALS_DIR / trial.trial_id
     record = read_record(trial_dir) or {"trial_id": trial.trial_id, "trial": dataclasses.asdict(trial),
                                         "settings": trial_settings(trial, spec), "attempt": 1}
-    record.update(status=STATUS_FAILED, error=f"Ray worker lost: {type(err).__name__}: {err}",
+    record.update(status=STATUS_FAILED, error=f"{executor} worker lost: {type(err).__name__}: {err}",
                   traceback="".join(traceback.format_exception(err)), result={}, duration_s=0.0)
     write_json_atomic(trial_dir / RESULT_FILE, record)
     return record

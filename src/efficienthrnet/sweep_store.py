@@ -77,6 +77,11 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def usable_cpu_cores() -> int:
+    """How many CPU cores this process may run on (its affinity where the OS tells, else all)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def provenance() -> dict[str, Any]:
     """Library, JAX and device versions, git commit, host and time of this process."""
     from importlib.metadata import PackageNotFoundError, version
@@ -88,7 +93,8 @@ def provenance() -> dict[str, Any]:
     info = {"library_version": lib_version, "python_version": sys.version.split()[0],
             "git_commit": _git_commit(), "hostname": socket.gethostname(), "pid": os.getpid(),
             "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "jax_version": None, "backend": None, "device_kind": None, "device_count": None}
+            "jax_version": None, "backend": None, "device_kind": None, "device_count": None,
+            "cpu_cores": usable_cpu_cores()}
     import jax  # trials run JAX anyway; the device is part of what a latency figure means
 
     device = jax.devices()[0]
@@ -122,8 +128,8 @@ def pending_trials(spec: SweepSpec, out_dir: str | os.PathLike) -> tuple[list[Tr
     return finished, todo
 
 
-PROVENANCE_COLUMNS = ("library_version", "jax_version", "backend", "device_kind", "git_commit", "hostname",
-                      "timestamp")
+PROVENANCE_COLUMNS = ("library_version", "jax_version", "backend", "device_kind", "cpu_cores", "git_commit",
+                      "hostname", "timestamp")
 
 
 def record_row(record: Mapping[str, Any]) -> dict[str, Any]:
