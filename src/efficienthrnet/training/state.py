@@ -12,9 +12,13 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
+from efficienthrnet.nn.layers import draw_pending, pending_kernel_draws
+
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # XLA options of the one-off state initialisation on CPU (see compiled_state_builder).
 INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+# fold_in of the init key that seeds the one sample all kernels are cut from.
+PENDING_DRAW_STREAM = 1
 
 
 class TrainState(train_state.TrainState):
@@ -48,13 +52,15 @@ def compiled_state_builder(model: nn.Module, size: int, tx: optax.GradientTransf
     """(init_key, dropout_key) -> TrainState, compiled once per model, input size and optimizer.
 
     One jitted function does it all: run eagerly, the optimizer's init compiles one tiny program
-    per parameter leaf. It runs once per run, so on CPU it is compiled without LLVM optimisation:
-    the unrolled random-number code of hundreds of initialisers otherwise takes most of the
-    compile (phi=-4 on the 2-core CPU: 28 s -> 13 s, same values).
+    per parameter leaf. The kernels are drawn from one normal sample (`nn.layers.draw_pending`),
+    not by one inlined random-number program per kernel, which made most of the compile
+    (README "Start-up"). It runs once per run, so on CPU it is compiled without LLVM optimisation.
     """
 
     def build(init_key, dropout_key):
-        variables = model.init(init_key, jnp.zeros((1, size, size, 3), jnp.float32), train=False)
+        with pending_kernel_draws():  # one random draw for all kernels, not one per kernel
+            variables = model.init(init_key, jnp.zeros((1, size, size, 3), jnp.float32), train=False)
+        variables = draw_pending(variables, jax.random.fold_in(init_key, PENDING_DRAW_STREAM))
         state = TrainState.create(
             apply_fn=model.apply,
             # Params stay float32 whatever the compute dtype: the step casts its own copy.
