@@ -3,7 +3,7 @@ compilation, first step, then the steady step time.
 
     .venv/bin/python benchmarks/startup.py                       # phi=-4, 256 px, batch 8
     .venv/bin/python benchmarks/startup.py --depthwise native    # XLA's grouped conv instead of shifted taps
-    .venv/bin/python benchmarks/startup.py --opt-level 1         # the step compiled at another LLVM level
+    .venv/bin/python benchmarks/startup.py --opt-level 3         # the step at another LLVM level (its own: 1 on CPU)
 
 Each phase is timed on its own (``lower`` / ``compile`` / first call), unlike `train_step.py`, which
 times the whole launch through the training loop.
@@ -31,7 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--input-size", type=int, default=256)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--depthwise", default="auto", choices=("auto", "native", "shifted"))
-    p.add_argument("--opt-level", type=int, default=None, help="xla_backend_optimization_level of the step")
+    p.add_argument("--opt-level", type=int, default=None, help="xla_backend_optimization_level of the step (default: the step's own, 1 on CPU)")
     p.add_argument("--steps", type=int, default=5, help="steady steps timed after the first")
     return p.parse_args(argv)
 
