@@ -99,9 +99,9 @@ class DeviceSpec:
       workers: the local executor's worker processes (1: trials one after another in this
         process). With N > 1 the CPU cores this process may use are split into N equal sets, each
         worker pinned to one set, so XLA sizes its thread pool to it; the seeds of one design go to
-        one worker, which compiles their step once. Compilation is mostly single-threaded, so on a
-        small CPU N workers beat one process that has all the cores (README "Sweeps").
-        Latency is then timed on a worker's own cores (recorded as ``cpu_cores`` in each trial).
+        one worker, which compiles their step once. For machines with more cores than one small
+        trial keeps busy; on the 2-core VM two workers gave no gain (README "Sweeps"). Latency is
+        then timed on a worker's own cores (recorded as ``cpu_cores`` in each trial).
       compilation_cache: JAX's persistent compilation cache, so that a resumed or repeated sweep
         (and every Ray worker) reuses compiled steps: True keeps it in OUT/.jax_cache, a path puts it
         there (e.g. one cache for many sweeps), False turns it off. A cache the process already
