@@ -54,7 +54,8 @@ def compiled_state_builder(model: nn.Module, size: int, tx: optax.GradientTransf
     One jitted function does it all: run eagerly, the optimizer's init compiles one tiny program
     per parameter leaf. The kernels are drawn from one normal sample (`nn.layers.draw_pending`),
     not by one inlined random-number program per kernel, which made most of the compile
-    (README "Start-up"). It runs once per run, so on CPU it is compiled without LLVM optimisation.
+    (README "Benchmarks", startup.py). It runs once per run, so on CPU it is compiled without LLVM
+    optimisation.
     """
 
     def build(init_key, dropout_key):
