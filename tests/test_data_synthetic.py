@@ -120,3 +120,48 @@ def test_min_height_makes_the_people_with_keypoints_taller(tmp_path):
     assert tall > 1.5 * default  # measured 51 vs 28 px
     with pytest.raises(ValueError, match="min_height 0.95"):
         make_synthetic_dataset(tmp_path / "x", 4, min_height=0.95)
+
+
+def _hue_gap(a: float, b: float) -> float:
+    d = abs(a - b) % 360.0
+    return min(d, 360.0 - d)
+
+
+@pytest.mark.parametrize("num", [17, 14, 5])
+def test_joint_colours_stay_off_the_limb_hues_and_apart(num):
+    # A joint disc whose hue matches the limb it ends (the old palette's right wrist: orange on the
+    # orange arm) vanishes into it; the network then never found that joint.
+    from efficienthrnet.data.synthetic_figure import (
+        _LIMB_HUE_MARGIN, _LIMB_LEFT_COLOUR, _LIMB_RIGHT_COLOUR, _hue_deg, _joint_colours,
+    )
+
+    colours = _joint_colours(num)
+    assert colours.shape == (num, 3)
+    assert np.array_equal(colours[0], [255, 255, 255])
+    limb_hues = [_hue_deg(c) for c in (_LIMB_LEFT_COLOUR, _LIMB_RIGHT_COLOUR)]
+    for colour in colours[1:]:
+        assert min(_hue_gap(_hue_deg(colour), h) for h in limb_hues) >= _LIMB_HUE_MARGIN - 1e-6
+    gaps = np.linalg.norm(colours[:, None] - colours[None], axis=-1) + 1e9 * np.eye(num)
+    assert gaps.min() > 40.0
+
+
+def test_every_drawn_joint_disc_has_a_dark_ring():
+    from efficienthrnet.data.synthetic_figure import _COCO_KEYSET, _JOINT_OUTLINE, _draw_figure, _sample_figure
+
+    fig = _sample_figure(np.random.default_rng(3), 100.0, np.array([64.0, 70.0]))
+    canvas = np.full((160, 160, 3), 128, np.uint8)
+    _draw_figure(canvas, fig)
+    points, drawn = fig.points(), fig.points_drawn()
+    yy, xx = np.mgrid[:160, :160]
+    for point in _COCO_KEYSET.points:
+        if not drawn[point]:
+            continue
+        x, y = points[point]
+        radius = fig.joint_radius * (0.7 if point < 5 else 1.0)
+        dist = np.hypot(xx - x, yy - y)  # cv2 puts pixel centres on integer coordinates
+        ring = canvas[(dist > radius + 0.5) & (dist < radius + 1.0)]
+        # Without the ring this annulus shows the grey background (128) or a limb (a channel
+        # >= 190); the face's small discs may cover each other's rings, so they are left out.
+        if point >= 5:
+            assert np.median(ring.max(axis=1)) < 118, (point, np.median(ring.max(axis=1)))
+        assert canvas[int(y), int(x)].max() > 150

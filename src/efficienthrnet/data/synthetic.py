@@ -3,9 +3,14 @@
 Each image holds 1 to 8 stick figures drawn from a small 2D kinematic model of the human body
 (segment lengths from the person's height, joint angles in plausible ranges, facing the
 camera or turned away) on a smooth, noisy background with a few muted distractor shapes. Every
-drawn joint is a small disc whose colour depends on the keypoint type (left and right joints have
-clearly different hues), limbs are thick lines coloured by body side, so a small CNN can learn the
-task in minutes; rotations, scales, partial occlusion and truncation keep it from being trivial.
+drawn joint is a small disc ringed in dark grey whose colour depends on the keypoint type (no joint
+colour is near either limb colour, or a disc vanishes into the limb it ends), limbs are thick lines
+coloured by body side, so a small CNN can learn the task in minutes; rotations, scales, partial
+occlusion and truncation keep it from being trivial.
+
+The colours say which side a joint is on, and a mirrored image does not swap them: train on this
+set with horizontal flips (and test with flip) and half the samples teach the opposite side for the
+same colours. The demo turns both off (measured in its spec).
 
 The body model places COCO-17's joints plus a head top and a neck (`BODY_POINTS`), so any keypoint
 schema whose names are among those can be generated: COCO-17, CrowdPose-14 ("head" = the top of

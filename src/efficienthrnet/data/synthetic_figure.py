@@ -8,6 +8,7 @@ model's points.
 
 from __future__ import annotations
 
+import colorsys
 from dataclasses import dataclass
 
 import cv2
@@ -25,22 +26,43 @@ _LEFT_LIMBS = ((L_SHO, L_ELB), (L_ELB, L_WRI), (L_HIP, L_KNE), (L_KNE, L_ANK))
 _RIGHT_LIMBS = ((R_SHO, R_ELB), (R_ELB, R_WRI), (R_HIP, R_KNE), (R_KNE, R_ANK))
 _LIMB_LEFT_COLOUR = np.array([40.0, 110.0, 255.0])  # RGB, blue side
 _LIMB_RIGHT_COLOUR = np.array([255.0, 140.0, 20.0])  # RGB, orange side
+_LIMB_HUE_MARGIN = 35.0  # degrees: a joint disc of a hue this close to its limb's vanished into it
+_JOINT_OUTLINE = (25.0, 25.0, 25.0)  # RGB of the ring that outlines every joint disc
 _DRAW_SHIFT = 4  # cv2 fixed-point bits: sub-pixel accurate discs
 _SUB = 1 << _DRAW_SHIFT
 
 
 def _hue_stride(num: int) -> int:
-    """A stride coprime to num (7 for COCO-17), so that stepping through the hues visits them all."""
-    return next((s for s in (7, 5, 3, 11, 13) if np.gcd(s, num) == 1), 1)
+    """A stride coprime to num (3 for 16 colours), so that stepping through the hues visits them all."""
+    return next((s for s in (3, 5, 7, 11, 13) if np.gcd(s, num) == 1), 1)
+
+
+def _hue_deg(rgb: np.ndarray) -> float:
+    return 360.0 * colorsys.rgb_to_hsv(*(np.asarray(rgb, np.float64) / 255.0))[0]
+
+
+def _free_hues(count: int) -> np.ndarray:
+    """`count` hues (degrees) evenly spread over the hue circle minus +-_LIMB_HUE_MARGIN around each
+    limb colour's hue, so that no joint disc shares the colour of the limb it sits on."""
+    limbs = sorted(_hue_deg(c) for c in (_LIMB_LEFT_COLOUR, _LIMB_RIGHT_COLOUR))
+    arcs = [(limbs[0] + _LIMB_HUE_MARGIN, limbs[1] - _LIMB_HUE_MARGIN),
+            (limbs[1] + _LIMB_HUE_MARGIN, limbs[0] + 360.0 - _LIMB_HUE_MARGIN)]
+    lengths = np.array([hi - lo for lo, hi in arcs])
+    along = (np.arange(count) + 0.5) * lengths.sum() / count
+    first = along < lengths[0]
+    return np.where(first, arcs[0][0] + along, arcs[1][0] + along - lengths[0]) % 360.0
 
 
 def _joint_colours(num: int) -> np.ndarray:
-    """Distinct saturated RGB colours per keypoint type; neighbours in index order get far-apart hues."""
-    hues = (np.arange(num) * _hue_stride(num) % num) / num * 180.0  # OpenCV hue range is 0..180
-    hsv = np.stack([hues, np.full(num, 255.0), np.full(num, 255.0)], -1).astype(np.uint8)[None]
-    rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0].astype(np.float64)
-    rgb[0] = (255.0, 255.0, 255.0)  # the first keypoint (COCO's nose) is white
-    return rgb
+    """Distinct RGB colours per keypoint type: the first (COCO's nose) white, the others on hues
+    away from both limb colours, saturation alternating full / pale between neighbouring hues;
+    neighbours in index order get far-apart hues."""
+    count = num - 1
+    hues = _free_hues(count)
+    saturation = np.where(np.arange(count) % 2 == 0, 1.0, 0.5)
+    palette = np.array([colorsys.hsv_to_rgb(h / 360.0, s, 1.0) for h, s in zip(hues, saturation)]) * 255.0
+    order = np.arange(count) * _hue_stride(count) % count
+    return np.concatenate([[[255.0, 255.0, 255.0]], palette.reshape(-1, 3)[order]])[:num]
 
 
 @dataclass(frozen=True)
@@ -164,7 +186,7 @@ def _sample_figure(rng: np.random.Generator, height: float, pelvis: np.ndarray) 
         head_top=head_centre + head_up * 0.85 * head_radius,
         neck=shoulders + (head_centre - shoulders) * 0.25,
         limb_thickness=max(2, int(round(0.045 * height))),
-        joint_radius=max(2.0, 0.03 * height),
+        joint_radius=max(2.0, 0.045 * height),
         brightness=rng.uniform(0.75, 1.1),
         torso_colour=tuple(muted),
         skin_colour=tuple(np.array([224.0, 172.0, 140.0]) * rng.uniform(0.55, 1.0)),
@@ -193,6 +215,8 @@ def _draw_figure(
                 return tuple(np.clip(_LIMB_LEFT_COLOUR * fig.brightness, 0, 255))
             if role == "right":
                 return tuple(np.clip(_LIMB_RIGHT_COLOUR * fig.brightness, 0, 255))
+            if role == "outline":
+                return _JOINT_OUTLINE
             return tuple(np.clip(keyset.colours[k] * fig.brightness, 0, 255))
     j = fig.joints
     torso = np.array([_fx(j[L_SHO]), _fx(j[R_SHO]), _fx(j[R_HIP]), _fx(j[L_HIP])], dtype=np.int32)
@@ -207,6 +231,9 @@ def _draw_figure(
     for k, point in enumerate(keyset.points):
         if drawn[point]:
             radius = fig.joint_radius * (0.7 if point in _FACE else 1.0)
+            # A dark ring first: the disc's outline marks the joint even where its hue is close to
+            # what lies under it.
+            cv2.circle(canvas, _fx(points[point]), int((radius + 1.0) * _SUB), colour_of("outline", k), -1, line, _DRAW_SHIFT)
             cv2.circle(canvas, _fx(points[point]), int(radius * _SUB), colour_of("joint", k), -1, line, _DRAW_SHIFT)
 
 
