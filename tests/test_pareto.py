@@ -11,6 +11,7 @@ import pytest
 from efficienthrnet.pareto import (
     finished_points,
     front_table,
+    log_axis_pays,
     pareto_front,
     pareto_mask,
     plot_results,
@@ -147,3 +148,10 @@ def test_onnxruntime_latency_gets_its_own_tradeoff_plot(tmp_path):
     df["latency_onnxruntime_ms"] = df["latency_ms"] * 1.1  # a sweep timed with [latency] backend = "onnxruntime"
     names = {p.name for p in plot_results(df, tmp_path)}
     assert {"AP_vs_latency_onnxruntime_ms.png", "AP_vs_latency_ms.png"} <= names
+
+
+def test_cost_axis_is_logarithmic_only_across_a_decade():
+    # Inside one decade the log axis labelled every minor tick (the demo's 1.7e8 .. 2.4e8 overlapped).
+    assert not log_axis_pays(pd.Series([1.69e8, 2.28e8, 2.36e8]))
+    assert log_axis_pays(pd.Series([1.6e8, 5.4e9]))
+    assert not log_axis_pays(pd.Series([0.0, 3e8]))

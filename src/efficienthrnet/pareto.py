@@ -155,11 +155,18 @@ def plot_tradeoff(points: pd.DataFrame, cost: str, out_base: Path, metric: str =
         for _, row in reported.iterrows():
             ax.annotate(row["model"], (row[cost], row[metric]), textcoords="offset points", xytext=(4, -10),
                         fontsize=8, color="grey")
-    if log:
+    if log and log_axis_pays(usable[cost]):
         ax.set_xscale("log")
     ax.set_xlabel(label)
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     return _finish(plt, fig, ax, title or f"{metric} against {cost} (labels: phi)", out_base)
+
+
+def log_axis_pays(values: pd.Series, span: float = 10.0) -> bool:
+    """A log cost axis only when the costs span at least a decade: inside one, matplotlib labels
+    the minor ticks (1.7e8, 1.8e8, ...), which overlap, and a linear axis shows the same thing."""
+    values = values[values > 0]
+    return not values.empty and values.max() / values.min() >= span
 
 
 def _ci_error_bars(group: pd.DataFrame, metric: str):
