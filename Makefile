@@ -34,8 +34,11 @@ install-export: $(EXPORT_STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m efficienthrnet.demo
 
+# Two pytest-xdist workers, one test file each at a time (module fixtures are built once): the suite
+# took 7.0 min against 12.5 min in one process on the 2-core VM. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP) $(EXPORT_STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache
