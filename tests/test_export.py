@@ -103,11 +103,14 @@ def test_stablehlo_artefact_reloads_with_the_same_maps_and_its_description(small
 
 
 def test_onnx_model_in_onnxruntime_gives_the_same_maps(small, onnx_file):
-    _, _, x, reference, _ = small
+    _, variables, x, reference, _ = small
     session = export.onnx_session(onnx_file)
     _assert_parity(reference, export.run_onnx(session, x), "onnxruntime")
     ops = export.onnx_op_counts(onnx_file)
     assert "BatchNormalization" not in ops and ops["ConvTranspose"] == 1
+    # every conv, the pointwise ones included, is one Conv node (not the CPU path's matrix products)
+    kernels = sum(path[-1].key == "kernel" for path, _ in jax.tree_util.tree_leaves_with_path(variables["params"]))
+    assert ops["Conv"] == kernels - 1 and not {"Einsum", "MatMul", "Gemm"} & set(ops)
     import onnx
 
     model = onnx.load(str(onnx_file))

@@ -239,3 +239,36 @@ def test_every_flax_entry_point_gives_the_same_init_scheme(fast_compile):
                  init_variables(model, key), plain)
     _assert_he_small_head(plain["params"])
     _assert_he_small_head(wrapped["params"]["pose"])  # other keys (the path starts at "pose")
+
+
+def test_pointwise_convs_as_matmuls_give_the_native_network(fast_compile, monkeypatch):
+    """On CPU the 1x1 convs run as dots (`nn.ops.conv_general`): the whole network in train mode
+    gives the outputs and parameter gradients of the all-native-conv network to float rounding."""
+    from efficienthrnet.nn import ops
+
+    cfg = generate_config(-6)
+    model = EfficientHRNet(cfg, depthwise_impl="native")
+    variables = _filled_variables(cfg)
+    x = jax.random.normal(jax.random.key(0), (2, 64, 64, 3))
+
+    def outputs_and_grads():
+        def loss(params):
+            (out4, out2), _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"],
+                                        rngs={"dropout": jax.random.key(1)})
+            return jnp.sum(out4 ** 2) + jnp.sum(out2 ** 2), (out4, out2)
+
+        (_, outs), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+        return outs, grads
+
+    ours = outputs_and_grads()
+    monkeypatch.setattr(ops, "_is_pointwise", lambda *args: False)
+    native = outputs_and_grads()
+    for a, b in zip(ours[0], native[0], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+    # Some gradients are zero in exact arithmetic (a BN bias before another BN) and rounding
+    # noise in both: compare the whole gradient vector, and each leaf against the largest entry.
+    flat = lambda tree: jnp.concatenate([g.ravel() for g in jax.tree.leaves(tree)])
+    g_ours, g_native = flat(ours[1]), flat(native[1])
+    assert float(jnp.linalg.norm(g_ours - g_native)) < 1e-4 * float(jnp.linalg.norm(g_native))
+    np.testing.assert_allclose(g_ours, g_native, rtol=1e-3, atol=1e-4 * float(jnp.max(jnp.abs(g_native))))
+    assert len(jax.tree.leaves(ours[1])) == len(jax.tree.leaves(variables["params"]))

@@ -1,5 +1,5 @@
 """The convolution primitives: both depthwise implementations agree (outputs and gradients),
-TF-SAME padding, PyTorch ConvTranspose2d semantics against a direct scatter oracle, drop-connect,
+pointwise convs as matmuls on CPU, TF-SAME padding, PyTorch ConvTranspose2d semantics against a direct scatter oracle, drop-connect,
 nearest upsampling."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from efficienthrnet.nn.ops import (
+    conv_general,
     conv_transpose_torch,
     depthwise_conv2d,
     drop_connect,
@@ -148,6 +149,49 @@ def test_conv_transpose_matches_pytorch_definition(k, p, op, size):
     expected = _torch_conv_transpose_oracle(x, w_iohw, 2, p, op)
     assert out.shape == (2, 2 * size[0], 2 * size[1], 4) == expected.shape
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+@pytest.mark.parametrize(
+    "kernel,strides,padding,groups",
+    [(1, (1, 1), "SAME", 1), (1, (1, 1), ((0, 0), (0, 0)), 1), (1, (2, 2), "SAME", 1),
+     (3, (1, 1), ((1, 1), (1, 1)), 1), (1, (1, 1), ((1, 0), (0, 1)), 1), (1, (1, 1), "SAME", 2)],
+)
+def test_conv_general_matches_lax_conv_in_values_and_gradients(kernel, strides, padding, groups):
+    rng = np.random.default_rng(kernel + strides[0] + groups)
+    x = jnp.asarray(rng.normal(size=(2, 6, 5, 8)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(kernel, kernel, 8 // groups, 6)), jnp.float32)
+    out = jnp.asarray(rng.normal(size=jax.eval_shape(
+        lambda: jax.lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=NHWC,
+                                             feature_group_count=groups)).shape), jnp.float32)
+
+    def loss(conv, x, k):
+        y = conv(x, k, strides, padding, dimension_numbers=NHWC, feature_group_count=groups)
+        return jnp.sum(y * out), y
+
+    (_, ours), ours_grads = jax.value_and_grad(partial(loss, conv_general), (0, 1), has_aux=True)(x, k)
+    (_, lax_y), lax_grads = jax.value_and_grad(partial(loss, jax.lax.conv_general_dilated), (0, 1),
+                                               has_aux=True)(x, k)
+    np.testing.assert_allclose(ours, lax_y, rtol=1e-5, atol=1e-5)
+    for g, h in zip(ours_grads, lax_grads, strict=True):
+        np.testing.assert_allclose(g, h, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_general_is_a_dot_only_for_pointwise_convs_on_cpu():
+    x = jnp.ones((1, 4, 4, 3))
+    primitives = lambda k, **kw: {e.primitive.name for e in jax.make_jaxpr(
+        lambda x, k: conv_general(x, k, (1, 1), "SAME", dimension_numbers=NHWC, **kw))(x, k).eqns}
+    pointwise = primitives(jnp.ones((1, 1, 3, 2)))
+    on_cpu = jax.default_backend() == "cpu"
+    assert ("dot_general" in pointwise) == on_cpu and ("conv_general_dilated" in pointwise) != on_cpu
+    assert "conv_general_dilated" in primitives(jnp.ones((3, 3, 3, 2)))
+    assert "conv_general_dilated" in primitives(jnp.ones((1, 1, 3, 2)), rhs_dilation=(2, 2))
+    nchw = {e.primitive.name for e in jax.make_jaxpr(lambda x, k: conv_general(
+        x, k, (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW")))(jnp.ones((1, 3, 4, 4)),
+                                                                            jnp.ones((2, 3, 1, 1))).eqns}
+    assert nchw == {"conv_general_dilated"}
 
 
 def test_drop_connect_drops_whole_samples_and_rescales():

@@ -17,6 +17,8 @@ How the graph is made portable:
   network has none; `FoldedNetwork.unfolded` lists any).
 - Depthwise convolutions run the native grouped `lax.conv` (`depthwise_impl="native"`), which
   converts to ONNX `Conv` with ``group = C``; the CPU-fast "shifted" form would be k*k Mul/Add.
+  Pointwise convs likewise stay `lax` convs (`nn.ops.native_convolutions`), one ONNX `Conv` each,
+  not the matrix products the CPU training path runs (an Einsum with transposes around it).
 - The transposed conv of the head becomes one ONNX `ConvTranspose` (``deconv="convtranspose"``,
   the lhs-dilated conv jax2onnx maps to it) or the exact sub-pixel form of `nn.ops`
   (``deconv="phases"``: s*s small `Conv` nodes, a Concat and a Reshape).

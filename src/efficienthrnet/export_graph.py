@@ -16,7 +16,12 @@ from flax import traverse_util
 
 from efficienthrnet.config import NETWORK_STRIDE, ModelConfig
 from efficienthrnet.nn.model import EfficientHRNet
-from efficienthrnet.nn.ops import DepthwiseConv, TorchConvTranspose, _conv_transpose_dilated
+from efficienthrnet.nn.ops import (
+    DepthwiseConv,
+    TorchConvTranspose,
+    _conv_transpose_dilated,
+    native_convolutions,
+)
 
 DECONV_FORMS = ("convtranspose", "phases")
 DYNAMIC = "dynamic"
@@ -163,7 +168,8 @@ def inference_function(config: ModelConfig, variables: Mapping, fold_bn: bool = 
                        deconv: str = "convtranspose") -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
     """x [B, H, W, 3] -> (out4, out2): the network in inference mode with the weights baked in.
 
-    Depthwise convs use the native grouped conv; `fold_bn` folds BatchNorm (see `fold_batch_norm`);
+    Depthwise and pointwise convs are the native `lax` convs (`nn.ops.native_convolutions`);
+    `fold_bn` folds BatchNorm (see `fold_batch_norm`);
     `deconv` picks the transposed conv's form ("convtranspose": one lhs-dilated conv, which
     jax2onnx writes as ConvTranspose; "phases": the sub-pixel form the model uses on CPU).
     """
@@ -181,7 +187,7 @@ def inference_function(config: ModelConfig, variables: Mapping, fold_bn: bool = 
 
 
 def _apply(model, consts, x, interceptor):
-    with nn.intercept_methods(interceptor):
+    with nn.intercept_methods(interceptor), native_convolutions():
         return model.apply(consts, x, train=False)
 
 

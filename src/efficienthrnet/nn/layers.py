@@ -31,7 +31,7 @@ import numpy as np
 from flax import linen as nn
 from flax import struct
 
-from efficienthrnet.nn.ops import conv_kernel_init
+from efficienthrnet.nn.ops import conv_general, conv_kernel_init
 
 ModuleDef = Any
 Initializer = Callable[..., Any]
@@ -136,8 +136,11 @@ def kernel_inits(scheme: str) -> KernelInits:
 
 
 def conv_factory(dtype: Any = jnp.float32, kernel_init: Initializer = he_normal) -> ModuleDef:
-    """`nn.Conv` without bias (blocks ask for one by keyword) in `dtype`, kernels from `kernel_init`."""
-    return functools.partial(nn.Conv, use_bias=False, dtype=dtype, kernel_init=kernel_init)
+    """`nn.Conv` without bias (blocks ask for one by keyword) in `dtype`, kernels from `kernel_init`;
+    pointwise convs run as matrix products on CPU (`ops.conv_general`)."""
+    return functools.partial(
+        nn.Conv, use_bias=False, dtype=dtype, kernel_init=kernel_init, conv_general_dilated=conv_general
+    )
 
 
 def norm_factory(eps: float, decay: float, train: bool, dtype: Any = jnp.float32) -> ModuleDef:

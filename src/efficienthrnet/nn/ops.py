@@ -7,6 +7,12 @@
   gradient is again shifted taps (flipped kernel, one stride-1 conv per stride phase) and the
   kernel gradient one variadic reduction. On GPU/TPU the native grouped convolution is the fast
   one. The implementation is chosen per backend (``impl="auto"``) or explicitly.
+- `conv_general`: `lax.conv_general_dilated`, except that a pointwise (1x1, stride 1, ungrouped,
+  unpadded) convolution runs as one 2-D matrix product on CPU. XLA's CPU convolution of a 1x1
+  kernel was 1.8-5.9x slower forward+backward than that dot on seven backbone shapes
+  (`benchmarks/pointwise.py`), and pointwise convs hold most of an EfficientNet's MACs. On GPU/TPU,
+  and inside `native_convolutions()` (export), the native convolution is kept. 3x3 convs stay
+  native everywhere: as nine shifted dots or as im2col they were slower on CPU too.
 - `conv_transpose_torch`: ``torch.nn.ConvTranspose2d`` semantics (padding, output padding and the
   spatial kernel flip), so converted reference weights give the same numbers.
 - `tf_same_padding` / `torch_padding`: the two padding conventions the reference mixes.
@@ -19,7 +25,9 @@ Kernel layouts (all NHWC activations):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -217,6 +225,54 @@ def depthwise_conv2d(
     if resolve_depthwise_impl(impl) == "native":
         return _depthwise_native(x, kernel, strides, padding)
     return _depthwise_shifted(x, kernel, strides, padding)
+
+
+def _is_pointwise(rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+                  feature_group_count) -> bool:
+    """A 1x1, stride-1, undilated, ungrouped, unpadded NHWC/HWIO conv: one [C, O] contraction."""
+    ones = lambda seq: seq is None or all(int(v) == 1 for v in seq)
+    unpadded = padding in ("SAME", "VALID") or all(tuple(p) == (0, 0) for p in padding)
+    channels_last = jax.lax.conv_dimension_numbers(
+        (1,) * rhs.ndim, rhs.shape, dimension_numbers
+    ) == jax.lax.conv_dimension_numbers((1,) * rhs.ndim, rhs.shape, ("NHWC", "HWIO", "NHWC"))
+    return (rhs.ndim == 4 and rhs.shape[:2] == (1, 1) and ones(window_strides) and ones(lhs_dilation)
+            and ones(rhs_dilation) and feature_group_count == 1 and unpadded and channels_last)
+
+
+_NATIVE = contextvars.ContextVar("native_convolutions", default=False)
+
+
+@contextlib.contextmanager
+def native_convolutions() -> Iterator[None]:
+    """While active (when a network is traced), every conv is the native `lax` one on any backend:
+    for export, where a pointwise conv must stay one ONNX `Conv` rather than an Einsum with
+    transposes around it."""
+    token = _NATIVE.set(True)
+    try:
+        yield
+    finally:
+        _NATIVE.reset(token)
+
+
+def conv_general(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                 dimension_numbers=None, feature_group_count=1, precision=None, **kwargs) -> jax.Array:
+    """`lax.conv_general_dilated` with the same arguments; a pointwise conv on CPU is a dot
+    (see module docstring). Same values and gradients (tested); `flax.linen.Conv` takes it as its
+    ``conv_general_dilated``."""
+    if jax.default_backend() == "cpu" and not _NATIVE.get() and not kwargs and _is_pointwise(
+        rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count
+    ):
+        # As a 2-D [pixels, C] x [C, O] product: autodiff then gives the kernel gradient as one
+        # [C, pixels] x [pixels, O] dot, where the 4-D form made XLA transpose the whole output
+        # gradient first (4x slower forward+backward for a 16 -> 96 expand conv at 128x128).
+        pixels = lhs.reshape(-1, lhs.shape[-1])
+        out = jax.lax.dot_general(pixels, rhs[0, 0], (((1,), (0,)), ((), ())), precision=precision)
+        return out.reshape(*lhs.shape[:-1], rhs.shape[-1])
+    return jax.lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+        dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
+        precision=precision, **kwargs,
+    )
 
 
 def conv_transpose_torch(
