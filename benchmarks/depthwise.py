@@ -46,7 +46,7 @@ def parse_shape(spec: str) -> tuple[tuple[int, ...], int, int]:
         raise SystemExit(f"shape spec {spec!r} must be BxHxWxC:kernel:stride, e.g. 1x64x64x96:3:2") from err
 
 
-def _times_ms(fn, runs: int) -> list[float]:
+def times_ms(fn, runs: int) -> list[float]:
     times = []
     for _ in range(runs):
         start = time.perf_counter()
@@ -118,9 +118,9 @@ def time_depthwise(shape, kernel: int, stride: int, impl: str, runs: int = 10, r
     for name in ours:
         ours_ms, torch_ms = [], []
         for _ in range(rounds):
-            ours_ms += _times_ms(ours[name], runs)
+            ours_ms += times_ms(ours[name], runs)
             if theirs is not None:
-                torch_ms += _times_ms(theirs[name], runs)
+                torch_ms += times_ms(theirs[name], runs)
         ms = statistics.median(ours_ms)
         row = {
             "impl": impl,
@@ -139,7 +139,7 @@ def time_depthwise(shape, kernel: int, stride: int, impl: str, runs: int = 10, r
     return rows
 
 
-def _torch_available(threads: int) -> bool:
+def torch_available(threads: int) -> bool:
     try:
         import torch
     except ImportError:
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--torch-threads", type=int, default=2)
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     args = parser.parse_args(argv)
-    with_torch = not args.no_torch and _torch_available(args.torch_threads)
+    with_torch = not args.no_torch and torch_available(args.torch_threads)
     for spec in args.shapes:
         shape, kernel, stride = parse_shape(spec)
         for impl in args.impls:

@@ -7,8 +7,7 @@ runs on CPU (and PyTorch), forward and forward+backward.
 Shapes are BxHxWxCin:Cout (default: expand and project convs of EfficientNet-style backbones at 256 px,
 batch 8, and a 1x1 conv of HRNet width). Prints one JSON object per line: impl ("native" is
 `lax.conv_general_dilated`, "matmul" `nn.ops.conv_general`, which on CPU runs a pointwise conv as
-one 2-D dot),
-pass, shape, time_ms (median over all timed calls), gflops (2 x forward MACs / time), backend.
+one 2-D dot), pass, shape, time_ms (median over all timed calls), gflops (2 x forward MACs / time), backend.
 
 With PyTorch installed (the `torch` extra), `torch.nn.functional.conv2d` runs on the same numbers
 and threads (`--torch-threads`, default 2) in rounds alternating with ours, and each row gains
@@ -20,11 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from depthwise import times_ms, torch_available  # the sibling script: same timing and torch set-up
 
 from efficienthrnet.nn.ops import conv_general
 
@@ -42,15 +41,6 @@ def parse_shape(spec: str) -> tuple[tuple[int, int, int, int], int]:
         return shape, int(out)
     except ValueError as err:
         raise SystemExit(f"shape spec {spec!r} must be BxHxWxCin:Cout, e.g. 8x64x64x96:24") from err
-
-
-def _times_ms(fn, runs: int) -> list[float]:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
 
 
 def _native(x, w):
@@ -117,9 +107,9 @@ def time_pointwise(shape, out: int, impl: str, runs: int = 10, rounds: int = 1,
     for name in ours:
         ours_ms, torch_ms = [], []
         for _ in range(rounds):
-            ours_ms += _times_ms(ours[name], runs)
+            ours_ms += times_ms(ours[name], runs)
             if theirs is not None:
-                torch_ms += _times_ms(theirs[name], runs)
+                torch_ms += times_ms(theirs[name], runs)
         ms = statistics.median(ours_ms)
         row = {"impl": impl, "pass": name, "shape": [*shape, out], "time_ms": round(ms, 3),
                "gflops": round(flops / ms / 1e6, 2), "backend": jax.default_backend()}
@@ -128,15 +118,6 @@ def time_pointwise(shape, out: int, impl: str, runs: int = 10, rounds: int = 1,
             row["ratio"] = round(row["torch_ms"] / ms, 2)
         rows.append(row)
     return rows
-
-
-def _torch_available(threads: int) -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    torch.set_num_threads(threads)
-    return True
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -148,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--torch-threads", type=int, default=2)
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     args = parser.parse_args(argv)
-    with_torch = not args.no_torch and _torch_available(args.torch_threads)
+    with_torch = not args.no_torch and torch_available(args.torch_threads)
     for spec in args.shapes:
         shape, out = parse_shape(spec)
         for impl in args.impls:

@@ -17,6 +17,7 @@ from efficienthrnet.nn.ops import (
     conv_transpose_torch,
     depthwise_conv2d,
     drop_connect,
+    native_convolutions,
     resolve_depthwise_impl,
     tf_same_padding,
     torch_padding,
@@ -38,6 +39,9 @@ def test_auto_impl_is_shifted_on_cpu_native_elsewhere_and_bad_name_raises():
     expected = "shifted" if jax.default_backend() == "cpu" else "native"
     assert resolve_depthwise_impl("auto") == expected
     assert resolve_depthwise_impl("native") == "native"
+    with native_convolutions():
+        assert resolve_depthwise_impl("auto") == "native"
+        assert resolve_depthwise_impl("shifted") == "shifted"
     with pytest.raises(ValueError, match="fancy"):
         resolve_depthwise_impl("fancy")
 
@@ -187,6 +191,8 @@ def test_conv_general_is_a_dot_only_for_pointwise_convs_on_cpu():
     on_cpu = jax.default_backend() == "cpu"
     assert ("dot_general" in pointwise) == on_cpu and ("conv_general_dilated" in pointwise) != on_cpu
     assert "conv_general_dilated" in primitives(jnp.ones((3, 3, 3, 2)))
+    with native_convolutions():  # export: every conv stays one lax conv
+        assert primitives(jnp.ones((1, 1, 3, 2))) == {"conv_general_dilated"}
     assert "conv_general_dilated" in primitives(jnp.ones((1, 1, 3, 2)), rhs_dilation=(2, 2))
     nchw = {e.primitive.name for e in jax.make_jaxpr(lambda x, k: conv_general(
         x, k, (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW")))(jnp.ones((1, 3, 4, 4)),

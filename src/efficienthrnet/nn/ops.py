@@ -59,13 +59,29 @@ def torch_padding(kernel: int) -> tuple[int, int]:
     return kernel // 2, kernel // 2
 
 
+_NATIVE = contextvars.ContextVar("native_convolutions", default=False)
+
+
+@contextlib.contextmanager
+def native_convolutions() -> Iterator[None]:
+    """While active (when a network is traced), every conv is the native `lax` one on any backend:
+    for export, where a pointwise conv must stay one ONNX `Conv` rather than an Einsum with
+    transposes around it."""
+    token = _NATIVE.set(True)
+    try:
+        yield
+    finally:
+        _NATIVE.reset(token)
+
+
 def resolve_depthwise_impl(impl: str = "auto") -> str:
-    """'native' (grouped lax conv) on GPU/TPU, 'shifted' (multiply-adds) on CPU, unless forced."""
+    """'native' (grouped lax conv) on GPU/TPU and inside `native_convolutions()`, 'shifted'
+    (multiply-adds) on CPU, unless forced."""
     if impl not in DEPTHWISE_IMPLS:
         raise ValueError(f"depthwise impl {impl!r} is not one of {DEPTHWISE_IMPLS}")
     if impl != "auto":
         return impl
-    return "shifted" if jax.default_backend() == "cpu" else "native"
+    return "shifted" if jax.default_backend() == "cpu" and not _NATIVE.get() else "native"
 
 
 def _check_depthwise_args(x: jax.Array, kernel: jax.Array) -> None:
@@ -237,21 +253,6 @@ def _is_pointwise(rhs, window_strides, padding, lhs_dilation, rhs_dilation, dime
     ) == jax.lax.conv_dimension_numbers((1,) * rhs.ndim, rhs.shape, ("NHWC", "HWIO", "NHWC"))
     return (rhs.ndim == 4 and rhs.shape[:2] == (1, 1) and ones(window_strides) and ones(lhs_dilation)
             and ones(rhs_dilation) and feature_group_count == 1 and unpadded and channels_last)
-
-
-_NATIVE = contextvars.ContextVar("native_convolutions", default=False)
-
-
-@contextlib.contextmanager
-def native_convolutions() -> Iterator[None]:
-    """While active (when a network is traced), every conv is the native `lax` one on any backend:
-    for export, where a pointwise conv must stay one ONNX `Conv` rather than an Einsum with
-    transposes around it."""
-    token = _NATIVE.set(True)
-    try:
-        yield
-    finally:
-        _NATIVE.reset(token)
 
 
 def conv_general(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
