@@ -177,6 +177,14 @@ def test_measure_latency_reports_a_consistent_summary(fast_compile):
     assert len(result["times_ms"]) == 3
     assert 0 < result["min_ms"] <= result["median_ms"] <= result["max_ms"]
     assert result["compile_s"] > 0
+    # A second timing of the same network (a sweep's next seed: other weights) reuses the compiled
+    # forward: still one executable in the jitted function's cache.
+    from efficienthrnet.complexity import _jitted_forward
+
+    _, forward = _jitted_forward(cfg, jnp.dtype("float32"), "native")
+    assert forward._cache_size() == 1
+    again = measure_latency(cfg, input_size=64, batch=1, warmup=0, repeats=1, depthwise_impl="native", seed=1)
+    assert forward._cache_size() == 1 and len(again["times_ms"]) == 1
 
 
 def test_measure_latency_rejects_bad_counts():

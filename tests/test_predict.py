@@ -77,6 +77,40 @@ def test_compilations_bounded_by_buckets():
     assert predictor.num_compilations == len(shapes | {plan_resize((50, 60), 64, config.long_side_ratios).canvas_hw})
 
 
+def test_with_variables_runs_other_weights_on_the_same_compiled_function():
+    config = PredictConfig(input_size=64, flip=False, decode_at="half")
+    model = TinyPoseNet()
+    first = model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+    second = model.init(jax.random.key(1), jnp.zeros((1, 64, 64, 3)))
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    predictor = Predictor(model, first, COCO17, config)
+    heat_first = predictor.maps(image)[0]
+    other = predictor.with_variables(second)
+    heat_second = other.maps(image)[0]
+    assert predictor.num_compilations == other.num_compilations == 1  # no new trace for the new weights
+    np.testing.assert_allclose(heat_second, Predictor(model, second, COCO17, config).maps(image)[0], atol=1e-6)
+    assert not np.allclose(heat_first, heat_second)
+    np.testing.assert_array_equal(predictor.maps(image)[0], heat_first)  # the original keeps its weights
+
+
+def test_sweep_trials_of_one_design_share_the_evaluation_predictor():
+    from efficienthrnet import trials
+
+    config = PredictConfig(input_size=64, flip=False)
+    model = TinyPoseNet()
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+    trials._PREDICTORS.clear()
+    seed0 = trials._predictor(model, "coco17", config, variables)
+    seed1 = trials._predictor(model, "coco17", config, jax.tree.map(lambda a: a + 1, variables))
+    assert seed1 is not seed0 and seed1._maps_fn is seed0._maps_fn and seed1.variables is not seed0.variables
+    other_config = trials._predictor(model, "coco17", PredictConfig(input_size=96, flip=False), variables)
+    assert other_config._maps_fn is not seed0._maps_fn
+    trials._predictor(model, "coco17", PredictConfig(input_size=128, flip=False), variables)
+    assert len(trials._PREDICTORS) == trials._PREDICTORS_KEPT  # the oldest design was let go
+    assert trials._predictor(model, "coco17", config, variables)._maps_fn is not seed0._maps_fn
+    trials._PREDICTORS.clear()
+
+
 @pytest.mark.parametrize(
     "hw,xy,config",
     [

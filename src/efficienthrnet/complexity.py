@@ -387,6 +387,17 @@ def _stand_in_variables(shapes, seed: int):
     return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
+@lru_cache(maxsize=8)
+def _jitted_forward(cfg: ModelConfig, dtype, depthwise_impl: str):
+    """The model and its jitted inference forward, one per (config, dtype, depthwise form)."""
+    import jax
+
+    from .nn.model import EfficientHRNet
+
+    model = EfficientHRNet(cfg, dtype=dtype, depthwise_impl=depthwise_impl)
+    return model, jax.jit(lambda v, x: model.apply(v, x, train=False))
+
+
 def measure_latency(cfg: ModelConfig, input_size: int | Sequence[int] | None = None, batch: int = 1,
                     warmup: int = 3, repeats: int = 10, backend: str | None = None,
                     depthwise_impl: str = "auto", seed: int = 0, variables: Any = None,
@@ -395,8 +406,9 @@ def measure_latency(cfg: ModelConfig, input_size: int | Sequence[int] | None = N
 
     Runs on the first device of `backend` (default: JAX's default backend). `variables` are the
     model's weights; by default stand-in weights of the right shapes (the time does not depend on
-    the values). The first call compiles (reported as `compile_s`); `warmup` further untimed
-    calls follow, then `repeats` timed calls, each waited for with `block_until_ready`. Returns
+    the values). The first call compiles (reported as `compile_s`; the jitted forward is kept per
+    config, dtype and depthwise form, so timing a sweep's second seed compiles nothing); `warmup`
+    further untimed calls follow, then `repeats` timed calls, each waited for with `block_until_ready`. Returns
     median, min, max, mean, standard deviation and interquartile range in milliseconds, the
     median process CPU time (all threads: on a shared machine wall time rises with the load,
     this much less), plus what was measured. `dtype` is the compute dtype (e.g. "bfloat16").
@@ -404,21 +416,18 @@ def measure_latency(cfg: ModelConfig, input_size: int | Sequence[int] | None = N
     import jax
     import jax.numpy as jnp
 
-    from .nn.model import EfficientHRNet
-
     cfg = _check_config(cfg)
     h, w = _input_hw(cfg.input_size if input_size is None else input_size)
     for label, value, least in (("batch", batch, 1), ("warmup", warmup, 0), ("repeats", repeats, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"{label} must be an int >= {least}, got {value!r}")
     device = jax.devices(backend)[0] if backend else jax.devices()[0]
-    model = EfficientHRNet(cfg, dtype=jnp.dtype(dtype), depthwise_impl=depthwise_impl)
+    model, forward = _jitted_forward(cfg, jnp.dtype(dtype), depthwise_impl)
     x = jax.device_put(jax.random.normal(jax.random.key(seed), (batch, h, w, RGB_CHANNELS), jnp.float32), device)
     if variables is None:
         shapes = jax.eval_shape(lambda k, x: model.init(k, x, train=False), jax.random.key(0), x)
         variables = _stand_in_variables(shapes, seed)
     variables = jax.device_put(variables, device)
-    forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
 
     start = time.perf_counter()
     jax.block_until_ready(forward(variables, x))

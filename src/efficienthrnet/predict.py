@@ -26,6 +26,7 @@ so the reference's choice is kept as the default.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -183,7 +184,8 @@ class Predictor:
     config)`), or from any `apply_fn(variables, images_nhwc) -> (out4, out2)` with
     `Predictor.from_apply_fn`, or from a training run folder with `Predictor.from_run` (which
     restores the run's keypoint schema). `num_compilations` counts how often the network function was
-    traced (once per input shape); `all_canvas_shapes(config)` bounds it.
+    traced (once per input shape); `all_canvas_shapes(config)` bounds it. `with_variables` gives a
+    predictor of other weights of the same network that shares the compiled function (and that count).
     """
 
     def __init__(self, model, variables, schema: KeypointSchema | str, config: PredictConfig = PredictConfig()):
@@ -220,13 +222,25 @@ class Predictor:
         self.config = config
         self.variables = variables
         self._apply_fn = apply_fn
-        self.num_compilations = 0
+        self._traces = [0]  # a list: shared with the predictors of `with_variables`
         self.last_timings_ms: dict[str, float] = {}
         self._maps_fn = jax.jit(self._network_maps)
 
+    @property
+    def num_compilations(self) -> int:
+        return self._traces[0]
+
+    def with_variables(self, variables) -> Predictor:
+        """This predictor with other weights of the same shapes (e.g. another seed of one design),
+        running the same compiled function: no new trace or compile."""
+        other = copy.copy(self)
+        other.variables = variables
+        other.last_timings_ms = {}
+        return other
+
     def _network_maps(self, variables, images):
         """[1, Hc, Wc, 3] -> heatmaps [H, W, J], tags [H, W, J, T] at the decode resolution."""
-        self.num_compilations += 1  # runs only while tracing
+        self._traces[0] += 1  # runs only while tracing
         num_j = self.schema.num_keypoints
         batch = jnp.concatenate([images, images[:, :, ::-1]]) if self.config.flip else images
         out4, out2 = self._apply_fn(variables, batch)

@@ -97,10 +97,28 @@ def pose_train_config(trial: Trial, spec: SweepSpec):
     return TrainConfig.from_dict(table)
 
 
+#: The last few evaluation predictors of this process, by (network, schema, predict config): the
+#: seeds of one design share one compiled network function (`Predictor.with_variables`).
+_PREDICTORS: dict[tuple, Any] = {}
+_PREDICTORS_KEPT = 2
+
+
+def _predictor(model, schema: str, config, variables):
+    from efficienthrnet.predict import Predictor
+
+    key = (model, schema, config)
+    cached = _PREDICTORS.pop(key, None)
+    predictor = Predictor(model, variables, schema, config) if cached is None else cached.with_variables(variables)
+    _PREDICTORS[key] = predictor  # most recent last
+    while len(_PREDICTORS) > _PREDICTORS_KEPT:
+        del _PREDICTORS[next(iter(_PREDICTORS))]
+    return predictor
+
+
 def run_pose_trial(trial: Trial, spec: SweepSpec, trial_dir: Path) -> dict[str, Any]:
     """Train (resuming in trial_dir/run), evaluate with COCO AP, profile and time one config."""
     from efficienthrnet.evaluate import evaluate_dataset
-    from efficienthrnet.predict import PredictConfig, Predictor
+    from efficienthrnet.predict import PredictConfig
     from efficienthrnet.train import load_for_inference, train
 
     data_spec = ensure_dataset(spec.data)
@@ -114,7 +132,7 @@ def run_pose_trial(trial: Trial, spec: SweepSpec, trial_dir: Path) -> dict[str, 
     start = time.perf_counter()
     trained_cfg, model, variables = load_for_inference(run_dir)
     predict_config = PredictConfig(input_size=trained_cfg.input_size, flip=spec.evaluate.flip)
-    predictor = Predictor(model, variables, trained_cfg.keypoints, predict_config)
+    predictor = _predictor(model, trained_cfg.keypoints, predict_config, variables)
     metrics = evaluate_dataset(predictor, data_spec, spec.evaluate.split, limit=spec.evaluate.limit,
                                out_json=trial_dir / PREDICTIONS_FILE, progress=False)
     eval_time = time.perf_counter() - start
