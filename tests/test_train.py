@@ -18,6 +18,8 @@ from efficienthrnet import train as T
 from efficienthrnet.data.synthetic import make_synthetic_dataset
 from efficienthrnet.nn.model import EfficientHRNet, init_shapes
 from efficienthrnet.scaling import generate_config
+from efficienthrnet.training import state as train_state
+from efficienthrnet.training.parallel import make_mesh
 
 SIZE = 64
 CONFIG = T.TrainConfig(
@@ -41,8 +43,15 @@ def full_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("train_real")
     make_synthetic_dataset(root / "data", num_images=16, image_size=128, seed=0)
     spec = f"synthetic:{root / 'data'}"
+    # Compiled ahead, as a sweep does for its next design; the run must then compile neither.
+    T._jitted_train_step.cache_clear()
+    train_state.compiled_state_builder.cache_clear()
+    step = T.make_train_step(CONFIG, make_mesh())
+    T.compile_ahead(generate_config(-4), CONFIG, spec)
+    ahead = {"step_executables": step._cache_size(), "state_builds": train_state.compiled_state_builder.cache_info()}
     summary = T.train(generate_config(-4), CONFIG, spec, root / "full")
-    yield {"root": root, "spec": spec, "summary": summary}
+    after = {"step_executables": step._cache_size(), "state_builds": train_state.compiled_state_builder.cache_info()}
+    yield {"root": root, "spec": spec, "summary": summary, "ahead": ahead, "after": after}
     jax.config.update("jax_disable_most_optimizations", previous)
 
 
@@ -74,6 +83,13 @@ def test_loss_falls_clearly_on_synthetic_data(full_run):
     ratio = heat4[-4:].mean() / zero[-4:].mean()
     assert ratio < 0.8, f"heatmap loss {heat4[-4:].mean():.4f} vs all-zero prediction {zero[-4:].mean():.4f}"
     assert full_run["summary"]["step"] == 12 and full_run["summary"]["images_per_s"] > 0
+
+
+def test_a_run_compiled_ahead_compiles_neither_its_state_init_nor_its_step(full_run):
+    ahead, after = full_run["ahead"], full_run["after"]
+    assert ahead["step_executables"] == 1 and ahead["state_builds"].misses == 1
+    assert after["step_executables"] == 1  # the run's 12 steps used the step compiled ahead
+    assert after["state_builds"].misses == 1 and after["state_builds"].hits > ahead["state_builds"].hits
 
 
 def test_resume_from_checkpoint_reproduces_the_uninterrupted_run(full_run):

@@ -1,7 +1,8 @@
 """Running a sweep's trials: one trial with its record (`execute_trial`), and the executors.
 
-``local`` runs trials one after another in this process, or with ``[device] workers = N`` in N
-worker processes pinned to their own CPU cores; ``ray`` runs them as Ray tasks. All report to a
+``local`` runs trials one after another in this process (compiling the next design's programs on
+a background thread meanwhile, `CompileAhead`), or with ``[device] workers = N`` in N worker
+processes pinned to their own CPU cores; ``ray`` runs them as Ray tasks. All report to a
 progress bar. `use_compilation_cache` points JAX's persistent cache where the spec says.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import logging
 import os
 import sys
 import time
@@ -30,6 +32,9 @@ from .sweep_store import (
     write_json_atomic,
 )
 from .sweep_tasks import TaskFn, get_task
+from .tasks import compile_ahead_function
+
+_LOG = logging.getLogger(__name__)
 
 EXECUTORS = ("local", "ray")
 #: Environment variable naming a Ray cluster to join when the spec names none.
@@ -136,16 +141,80 @@ def _run_local(todo: Sequence[Trial], spec: SweepSpec, out_dir: Path, progress: 
     if spec.device.workers > 1:
         _run_workers(todo, spec, out_dir, progress)
         return
-    for trial in todo:
-        progress.started()
-        progress.finished(execute_trial(trial, spec, out_dir))
+    ahead = CompileAhead(spec, todo) if spec.device.compile_ahead else None
+    try:
+        for i, trial in enumerate(todo):
+            if ahead is not None:
+                ahead.before(i)
+            progress.started()
+            progress.finished(execute_trial(trial, spec, out_dir))
+    finally:
+        if ahead is not None:
+            ahead.close()
+
+
+def design_of(trial: Trial) -> Trial:
+    """The trial with its seed cleared: trials of one design share their compiled programs."""
+    return dataclasses.replace(trial, seed=0)
+
+
+class CompileAhead:
+    """Compiles the next design's first programs on one background thread while trials run.
+
+    Compiling is mostly one thread, and a small trial leaves cores idle, so the next design's
+    compile (`tasks.Task.compile_ahead`) overlaps the current design: its first trial (which
+    compiles its own programs on the sweep's thread meanwhile) and its other seeds. One design
+    ahead at most, so compiled programs do not pile up. Before a trial starts, the compile of its
+    own design, if one is under way, is waited for (never compiled twice); one that failed is only
+    logged: the trial then compiles, and reports, by itself.
+    """
+
+    def __init__(self, spec: SweepSpec, todo: Sequence[Trial]):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.spec = spec
+        self.todo = list(todo)
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compile-ahead")
+        self.futures: dict[Trial, Any] = {}
+        self.started: set[Trial] = set()  # designs whose trials ran (or run) here: compiled already
+        self.waited_s = 0.0  # time trials waited for their design's compile to finish
+
+    def before(self, index: int) -> None:
+        """Called as ``todo[index]`` is about to run."""
+        design = design_of(self.todo[index])
+        self.wait(design)
+        self.started.add(design)
+        upcoming = next((t for t in self.todo[index + 1:] if design_of(t) != design), None)
+        if upcoming is None:
+            return
+        key = design_of(upcoming)
+        fn = compile_ahead_function(upcoming.task)
+        if fn is not None and key not in self.started and key not in self.futures:
+            self.futures[key] = self.pool.submit(fn, upcoming, self.spec)
+
+    def wait(self, design: Trial) -> None:
+        future = self.futures.pop(design, None)
+        if future is None:
+            return
+        start = time.perf_counter()
+        try:
+            future.result()
+        except Exception as err:  # the trial itself compiles and reports a real problem
+            _LOG.warning("compiling %s ahead failed (%s: %s); its trial compiles by itself",
+                         design.trial_id, type(err).__name__, err)
+        self.waited_s += time.perf_counter() - start
+
+    def close(self) -> None:
+        for design in list(self.futures):
+            self.wait(design)
+        self.pool.shutdown(wait=True)
 
 
 def design_groups(trials: Sequence[Trial]) -> list[list[Trial]]:
     """Trials grouped by everything but the seed, in first-seen order: one group, one compiled step."""
     groups: dict[Trial, list[Trial]] = {}
     for trial in trials:
-        groups.setdefault(dataclasses.replace(trial, seed=0), []).append(trial)
+        groups.setdefault(design_of(trial), []).append(trial)
     return list(groups.values())
 
 

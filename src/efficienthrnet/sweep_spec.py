@@ -106,6 +106,9 @@ class DeviceSpec:
         (and every Ray worker) reuses compiled steps: True keeps it in OUT/.jax_cache, a path puts it
         there (e.g. one cache for many sweeps), False turns it off. A cache the process already
         uses (``jax_compilation_cache_dir`` set by the user) is left as it is.
+      compile_ahead: with one local process, compile the next design's first programs (the pose
+        task: state init and train step) on a background thread while the current design trains,
+        so that the next trial starts at once (README "Sweeps" for what it saved).
     """
 
     power_watts: float | None = None
@@ -114,6 +117,7 @@ class DeviceSpec:
     ray_address: str | None = None
     workers: int = 1
     compilation_cache: bool | str = True
+    compile_ahead: bool = True
 
 
 @dataclass(frozen=True)
@@ -277,6 +281,8 @@ def _check_spec(spec: SweepSpec, where: str) -> None:
     cache = spec.device.compilation_cache
     if not isinstance(cache, bool) and not (isinstance(cache, str) and cache):
         raise ValueError(f"{where}: device.compilation_cache {cache!r} must be true, false or a folder path")
+    if not isinstance(spec.device.compile_ahead, bool):
+        raise ValueError(f"{where}: device.compile_ahead {spec.device.compile_ahead!r} must be true or false")
     power = spec.device.power_watts
     if power is not None and not power > 0:
         raise ValueError(f"{where}: device.power_watts {power!r} must be > 0 (or left out)")

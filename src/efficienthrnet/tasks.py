@@ -39,6 +39,10 @@ class Task:
         finished trial is reused only while they are unchanged (False: a task that only profiles).
       check_train: ``fn(train_table, where)`` refusing a bad [train] table when the spec loads;
         None leaves the check to the trial.
+      compile_ahead: ``fn(trial, spec)`` compiling in this process what a trial of the task
+        compiles before it starts work (a pose trial: its state init and train step), so that the
+        local executor can compile the next design on a background thread while one trains
+        (``[device] compile_ahead``); None: each trial compiles its own.
     """
 
     name: str
@@ -48,6 +52,7 @@ class Task:
     needs_data: bool = False
     trains: bool = True
     check_train: Ref | None = None
+    compile_ahead: Ref | None = None
 
 
 _COSTS = ("params", "macs", "flops")
@@ -59,7 +64,8 @@ TASKS: dict[str, Task] = {
              fields=("input_size", *_COSTS, "latency_ms", "fps"), trains=False),
         Task("pose", "efficienthrnet.trials:run_pose_trial",
              fields=("AP", *_COSTS, "train_steps", "train_time_s", "eval_time_s", "final_loss", "latency_ms"),
-             needs_data=True, check_train="efficienthrnet.trials:check_pose_train_table"),
+             needs_data=True, check_train="efficienthrnet.trials:check_pose_train_table",
+             compile_ahead="efficienthrnet.trials:compile_pose_trial"),
         Task("classify", "efficienthrnet.trials:run_classify_trial",
              fields=("top1", "top5", *_COSTS, "resolution", "num_classes", "train_steps", "final_loss"),
              plotter="efficienthrnet.trials:plot_classify_sweep"),
@@ -91,6 +97,12 @@ def get_task(name: str) -> Task:
 def run_function(name: str) -> Callable[..., Any]:
     """The trial function of a task, imported on first use."""
     return resolve(get_task(name).run)
+
+
+def compile_ahead_function(name: str) -> Callable[..., Any] | None:
+    """The task's compile-ahead function (imported on first use), or None when it has none."""
+    task = TASKS.get(name)
+    return None if task is None or task.compile_ahead is None else resolve(task.compile_ahead)
 
 
 def plotter(name: str) -> Callable[..., Any] | None:

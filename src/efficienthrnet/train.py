@@ -207,6 +207,29 @@ def train(
     return summary
 
 
+def compile_ahead(model_config: ModelConfig, train_config: TrainConfig, data_spec: Any) -> None:
+    """Compile in this process what `train` with these arguments compiles before its first step
+    (the state init and the train step), by taking one step from a throwaway state on one batch.
+
+    For a sweep, which calls it for the next design while the current one trains (cores a small
+    trial leaves idle): that design's `train` then finds both in the in-process caches. Nothing is
+    written; the loader reads in this thread (no worker processes).
+    """
+    import dataclasses
+
+    model_config = effective_model_config(model_config, train_config)
+    model = build_model(model_config, train_config.compute_dtype, train_config.init_scheme)
+    mesh = make_mesh()
+    state = replicate(create_train_state(model, model_config, train_config), mesh)
+    loader = make_train_loader(data_spec, model_config, dataclasses.replace(train_config, num_workers=0))
+    try:
+        batch = shard_batch(next(iter(loader)), mesh)
+    finally:
+        if hasattr(loader, "close"):
+            loader.close()
+    jax.block_until_ready(make_train_step(train_config, mesh)(state, batch))
+
+
 def restore_run_schema(record: Mapping[str, Any], run_dir: Path, requested: str | None = None) -> str:
     """Register the keypoint schema a run was trained with and return its name.
 

@@ -97,6 +97,13 @@ def pose_train_config(trial: Trial, spec: SweepSpec):
     return TrainConfig.from_dict(table)
 
 
+def compile_pose_trial(trial: Trial, spec: SweepSpec) -> None:
+    """Compile what `run_pose_trial` compiles before training (`train.compile_ahead`)."""
+    from efficienthrnet.train import compile_ahead
+
+    compile_ahead(trial.model_config(), pose_train_config(trial, spec), ensure_dataset(spec.data))
+
+
 #: The last few evaluation predictors of this process, by (network, schema, predict config): the
 #: seeds of one design share one compiled network function (`Predictor.with_variables`).
 _PREDICTORS: dict[tuple, Any] = {}

@@ -14,6 +14,8 @@ def _add_sweep(sub) -> Callable:
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-compilation-cache", action="store_true",
                    help="do not keep JAX's persistent compilation cache (default: OUT/.jax_cache)")
+    p.add_argument("--no-compile-ahead", action="store_true",
+                   help="do not compile the next design on a background thread while one trains (local executor)")
     return _run_sweep
 
 
@@ -26,6 +28,8 @@ def _run_sweep(args) -> int:
     spec = load_spec(args.spec)
     if args.no_compilation_cache:
         spec = spec.replace(device=dataclasses.replace(spec.device, compilation_cache=False))
+    if args.no_compile_ahead:
+        spec = spec.replace(device=dataclasses.replace(spec.device, compile_ahead=False))
     out = args.out or spec.output
     df = run_sweep(spec, out, executor=args.executor)
     paths = [] if args.no_plots else plot_sweep(out)
