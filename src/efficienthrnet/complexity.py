@@ -408,10 +408,10 @@ def measure_latency(cfg: ModelConfig, input_size: int | Sequence[int] | None = N
     model's weights; by default stand-in weights of the right shapes (the time does not depend on
     the values). The first call compiles (reported as `compile_s`; the jitted forward is kept per
     config, dtype and depthwise form, so timing a sweep's second seed compiles nothing); `warmup`
-    further untimed calls follow, then `repeats` timed calls, each waited for with `block_until_ready`. Returns
-    median, min, max, mean, standard deviation and interquartile range in milliseconds, the
-    median process CPU time (all threads: on a shared machine wall time rises with the load,
-    this much less), plus what was measured. `dtype` is the compute dtype (e.g. "bfloat16").
+    further untimed calls follow, then `repeats` timed calls, each waited for with
+    `block_until_ready`. Returns median, min, max, mean, standard deviation and interquartile
+    range in milliseconds, the median process CPU time (all threads: on a shared machine wall
+    time rises with the load, this much less), plus what was measured. `dtype` is the compute dtype (e.g. "bfloat16").
     """
     import jax
     import jax.numpy as jnp

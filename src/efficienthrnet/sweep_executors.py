@@ -177,7 +177,6 @@ class CompileAhead:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compile-ahead")
         self.futures: dict[Trial, Any] = {}
         self.started: set[Trial] = set()  # designs whose trials ran (or run) here: compiled already
-        self.waited_s = 0.0  # time trials waited for their design's compile to finish
 
     def before(self, index: int) -> None:
         """Called as ``todo[index]`` is about to run."""
@@ -196,13 +195,11 @@ class CompileAhead:
         future = self.futures.pop(design, None)
         if future is None:
             return
-        start = time.perf_counter()
         try:
             future.result()
         except Exception as err:  # the trial itself compiles and reports a real problem
             _LOG.warning("compiling %s ahead failed (%s: %s); its trial compiles by itself",
                          design.trial_id, type(err).__name__, err)
-        self.waited_s += time.perf_counter() - start
 
     def close(self) -> None:
         for design in list(self.futures):
