@@ -83,3 +83,47 @@ def test_missing_spec_names_the_fix(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="--experiments"):
         demo.experiment_path("nope.toml", Path(tmp_path))
+
+
+def test_best_predictions_picture_draws_the_trials_stored_predictions(tmp_path):
+    """The picture is drawn from the trial's predictions.json (what its AP scored), with no
+    checkpoint to load: one person stored on the first image changes only that tile."""
+    import json
+
+    import cv2
+    import numpy as np
+
+    from efficienthrnet.data.synthetic import make_synthetic_dataset
+    from efficienthrnet.scaling import generate_config
+
+    data = tmp_path / "data"
+    make_synthetic_dataset(data, num_images=6, image_size=64, seed=0, val_fraction=0.5)
+    run = tmp_path / "sweep" / "trials" / "t" / "run"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"model": generate_config(-5.0).to_dict()}))
+    predictions = run.parent / "predictions.json"
+    first_val = 4  # image ids 1-3 are train, 4-6 val
+    person = np.tile([20.0, 30.0, 0.9], (17, 1))
+    person[:, 0] += np.arange(17)  # a line of joints across the image
+    pictures = []
+    for entries in ([], [{"image_id": first_val, "category_id": 1, "keypoints": person.ravel().tolist(),
+                          "score": 0.8}]):
+        predictions.write_text(json.dumps(entries))
+        out = demo.draw_best_predictions(tmp_path / "sweep", "t", f"synthetic:{data}", tmp_path / "p.png",
+                                         num_images=3)
+        pictures.append(cv2.imread(str(out)))
+    empty, drawn = pictures
+    assert empty.shape == drawn.shape == (256, 3 * 256, 3)  # three 64 px tiles, enlarged 4x
+    changed = np.any(empty != drawn, axis=2)
+    assert changed[:, :256].sum() > 100 and not changed[:, 256:].any()
+
+    stored = demo.stored_predictions(run.parent, 17)
+    assert list(stored) == [first_val] and stored[first_val][0].shape == (1, 17, 3)
+    np.testing.assert_allclose(stored[first_val][1], [0.8])
+
+
+def test_best_predictions_picture_names_a_trial_never_evaluated(tmp_path):
+    import pytest
+
+    with pytest.raises(FileNotFoundError, match="predictions.json not found.*rerun the study"):
+        demo.stored_predictions(tmp_path, 17)

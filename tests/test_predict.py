@@ -105,7 +105,8 @@ def test_sweep_trials_of_one_design_share_the_evaluation_predictor():
     assert seed1 is not seed0 and seed1._maps_fn is seed0._maps_fn and seed1.variables is not seed0.variables
     other_config = trials._predictor(model, "coco17", PredictConfig(input_size=96, flip=False), variables)
     assert other_config._maps_fn is not seed0._maps_fn
-    trials._predictor(model, "coco17", PredictConfig(input_size=128, flip=False), variables)
+    for size in range(128, 128 + 32 * (trials._PREDICTORS_KEPT - 1), 32):
+        trials._predictor(model, "coco17", PredictConfig(input_size=size, flip=False), variables)
     assert len(trials._PREDICTORS) == trials._PREDICTORS_KEPT  # the oldest design was let go
     assert trials._predictor(model, "coco17", config, variables)._maps_fn is not seed0._maps_fn
     trials._PREDICTORS.clear()

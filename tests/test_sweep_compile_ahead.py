@@ -108,3 +108,34 @@ def test_sweep_command_turns_compile_ahead_off(tmp_path):
     EVENTS.clear()
     assert main(["sweep", str(spec), "--out", str(tmp_path / "again"), "--no-plots", "--no-compilation-cache"]) == 0
     assert [e[1] for e in EVENTS if e[0] == "compile start"] == [-3.0]
+
+
+def test_pose_compile_ahead_also_compiles_the_evaluation_network(tmp_path):
+    """`compile_pose_trial` leaves the design's evaluation predictor compiled (on the split's
+    first image); the trial's evaluation then reuses it: same cache entry, no new trace."""
+    import jax
+
+    from efficienthrnet import trials
+
+    table = {"name": "ahead", "task": "pose", "phi": [-5.0], "rules": ["efficienthrnet"], "seeds": [0],
+             "output": str(tmp_path / "out"), "latency": {"enabled": False},
+             "data": {"kind": "synthetic", "dir": str(tmp_path / "data"),
+                      "synthetic": {"num_images": 6, "image_size": 64, "val_fraction": 0.5}},
+             "train": {"steps": 1, "batch_size": 2, "input_size": 64, "checkpoint_every": 1, "progress": False},
+             "evaluate": {"split": "val", "flip": False}}
+    spec = SweepSpec.from_dict(table)
+    (trial,) = sweep.expand_trials(spec)
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)  # compile time dominates, not speed
+    trials._PREDICTORS.clear()
+    try:
+        trials.compile_pose_trial(trial, spec)
+        (warmed,) = trials._PREDICTORS.values()
+        assert warmed.num_compilations == 1
+        result = trials.run_pose_trial(trial, spec, tmp_path / "trial")
+        (evaluated,) = trials._PREDICTORS.values()  # the trial's key found the warmed entry
+        assert evaluated is not warmed and evaluated._traces is warmed._traces
+        assert evaluated.num_compilations == 1 and result["num_images"] == 3
+    finally:
+        trials._PREDICTORS.clear()
+        jax.config.update("jax_disable_most_optimizations", previous)

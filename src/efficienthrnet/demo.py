@@ -61,28 +61,57 @@ def trials_of(df, design: dict):
     return done[mask]
 
 
+def stored_predictions(trial_dir: Path, num_joints: int) -> dict[int, tuple]:
+    """A pose trial's evaluation output (its COCO results file) as image id -> (keypoints
+    [P, J, 3], scores [P]): the predictions its AP was scored on, with nothing recomputed."""
+    import json
+
+    import numpy as np
+
+    from .sweep_store import PREDICTIONS_FILE
+
+    path = trial_dir / PREDICTIONS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the trial has not been evaluated; rerun the study to finish it")
+    people: dict[int, list] = {}
+    for entry in json.loads(path.read_text()):
+        people.setdefault(int(entry["image_id"]), []).append(entry)
+    return {
+        image_id: (np.array([e["keypoints"] for e in entries], dtype=np.float64).reshape(-1, num_joints, 3),
+                   np.array([e["score"] for e in entries], dtype=np.float64))
+        for image_id, entries in people.items()
+    }
+
+
 def draw_best_predictions(sweep_dir: Path, trial_id: str, data_spec: str, out_png: Path,
                           num_images: int = 4, split: str = "val") -> Path:
-    """A grid of the first validation images with the trial's predicted skeletons drawn on them."""
+    """A grid of the first validation images with the trial's predicted skeletons drawn on them.
+
+    The skeletons come from the trial's stored predictions (`stored_predictions`), so the picture
+    shows exactly what was scored and costs no network rebuild or compile.
+    """
     import cv2
     import numpy as np
 
     from .data.coco import load_coco_annotations, resolve_dataset
     from .keypoints import get_schema
-    from .predict import PredictConfig, Predictor, read_image
-    from .train import load_for_inference
+    from .predict import read_image
+    from .train import restore_run_schema
+    from .training.run_dir import read_run_config
     from .visualize import draw_people
 
-    cfg, model, variables = load_for_inference(sweep_dir / "trials" / trial_id / "run")
-    predictor = Predictor(model, variables, cfg.keypoints, PredictConfig(input_size=cfg.input_size))
+    trial_dir = sweep_dir / "trials" / trial_id
+    run_dir = trial_dir / "run"
+    schema = get_schema(restore_run_schema(read_run_config(run_dir), run_dir))
+    found = stored_predictions(trial_dir, schema.num_keypoints)
+    nobody = (np.zeros((0, schema.num_keypoints, 3)), np.zeros((0,)))
     annotation_file, image_dir = resolve_dataset(data_spec, split)
-    coco = load_coco_annotations(annotation_file, get_schema(cfg.keypoints))  # the reader's checks
+    coco = load_coco_annotations(annotation_file, schema)  # the reader's checks
     tiles = []
     for image_id in sorted(coco.getImgIds())[:num_images]:
-        path = image_dir / coco.loadImgs(image_id)[0]["file_name"]
-        rgb = read_image(path)
-        found = predictor(rgb)
-        tiles.append(draw_people(rgb, found.keypoints, cfg.keypoints, scores=found.scores, min_person_score=0.1))
+        rgb = read_image(image_dir / coco.loadImgs(image_id)[0]["file_name"])
+        keypoints, scores = found.get(image_id, nobody)
+        tiles.append(draw_people(rgb, keypoints, schema, scores=scores, min_person_score=0.1))
     side = max(max(t.shape[:2]) for t in tiles)
     tiles = [cv2.copyMakeBorder(t, 0, side - t.shape[0], 0, side - t.shape[1], cv2.BORDER_CONSTANT) for t in tiles]
     grid = np.concatenate(tiles, axis=1)

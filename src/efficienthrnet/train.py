@@ -207,13 +207,14 @@ def train(
     return summary
 
 
-def compile_ahead(model_config: ModelConfig, train_config: TrainConfig, data_spec: Any) -> None:
+def compile_ahead(model_config: ModelConfig, train_config: TrainConfig, data_spec: Any) -> dict[str, Any]:
     """Compile in this process what `train` with these arguments compiles before its first step
     (the state init and the train step), by taking one step from a throwaway state on one batch.
 
     For a sweep, which calls it for the next design while the current one trains (cores a small
     trial leaves idle): that design's `train` then finds both in the in-process caches. Nothing is
-    written; the loader reads in this thread (no worker processes).
+    written; the loader reads in this thread (no worker processes). Returns the throwaway
+    ``{"params", "batch_stats"}``, of the shapes a trained run's, to compile inference with.
     """
     import dataclasses
 
@@ -227,7 +228,8 @@ def compile_ahead(model_config: ModelConfig, train_config: TrainConfig, data_spe
     finally:
         if hasattr(loader, "close"):
             loader.close()
-    jax.block_until_ready(make_train_step(train_config, mesh)(state, batch))
+    state, _ = jax.block_until_ready(make_train_step(train_config, mesh)(state, batch))
+    return {"params": state.params, "batch_stats": state.batch_stats}
 
 
 def restore_run_schema(record: Mapping[str, Any], run_dir: Path, requested: str | None = None) -> str:

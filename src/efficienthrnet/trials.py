@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -98,34 +99,53 @@ def pose_train_config(trial: Trial, spec: SweepSpec):
 
 
 def compile_pose_trial(trial: Trial, spec: SweepSpec) -> None:
-    """Compile what `run_pose_trial` compiles before training (`train.compile_ahead`)."""
-    from efficienthrnet.train import compile_ahead
+    """Compile what `run_pose_trial` compiles before its steady work: the state init and the
+    train step (`train.compile_ahead`), then the evaluation network on the split's first image."""
+    import jax
 
-    compile_ahead(trial.model_config(), pose_train_config(trial, spec), ensure_dataset(spec.data))
+    from efficienthrnet.data.coco import CocoKeypoints
+    from efficienthrnet.train import build_model, compile_ahead, effective_model_config
+
+    data_spec = ensure_dataset(spec.data)
+    train_config = pose_train_config(trial, spec)
+    # On the host, as `load_for_inference` gives them: arrays on the training mesh would trace anew.
+    variables = jax.device_get(compile_ahead(trial.model_config(), train_config, data_spec))
+    cfg = effective_model_config(trial.model_config(), train_config)  # what the run stores and reloads
+    predictor = _predictor(build_model(cfg), cfg.keypoints, _predict_config(cfg, spec), variables)
+    dataset = CocoKeypoints.from_spec(data_spec, spec.evaluate.split, schema=cfg.keypoints)
+    predictor(dataset.load_image(next(iter(dataset.image_ids))))
+
+
+def _predict_config(trained_cfg, spec: SweepSpec):
+    from efficienthrnet.predict import PredictConfig
+
+    return PredictConfig(input_size=trained_cfg.input_size, flip=spec.evaluate.flip)
 
 
 #: The last few evaluation predictors of this process, by (network, schema, predict config): the
-#: seeds of one design share one compiled network function (`Predictor.with_variables`).
+#: seeds of one design share one compiled network function (`Predictor.with_variables`). Three:
+#: the design evaluating now, the one before it and the next, compiled ahead on another thread.
 _PREDICTORS: dict[tuple, Any] = {}
-_PREDICTORS_KEPT = 2
+_PREDICTORS_KEPT = 3
+_PREDICTORS_LOCK = threading.Lock()
 
 
 def _predictor(model, schema: str, config, variables):
     from efficienthrnet.predict import Predictor
 
     key = (model, schema, config)
-    cached = _PREDICTORS.pop(key, None)
-    predictor = Predictor(model, variables, schema, config) if cached is None else cached.with_variables(variables)
-    _PREDICTORS[key] = predictor  # most recent last
-    while len(_PREDICTORS) > _PREDICTORS_KEPT:
-        del _PREDICTORS[next(iter(_PREDICTORS))]
+    with _PREDICTORS_LOCK:
+        cached = _PREDICTORS.pop(key, None)
+        predictor = Predictor(model, variables, schema, config) if cached is None else cached.with_variables(variables)
+        _PREDICTORS[key] = predictor  # most recent last
+        while len(_PREDICTORS) > _PREDICTORS_KEPT:
+            del _PREDICTORS[next(iter(_PREDICTORS))]
     return predictor
 
 
 def run_pose_trial(trial: Trial, spec: SweepSpec, trial_dir: Path) -> dict[str, Any]:
     """Train (resuming in trial_dir/run), evaluate with COCO AP, profile and time one config."""
     from efficienthrnet.evaluate import evaluate_dataset
-    from efficienthrnet.predict import PredictConfig
     from efficienthrnet.train import load_for_inference, train
 
     data_spec = ensure_dataset(spec.data)
@@ -138,8 +158,7 @@ def run_pose_trial(trial: Trial, spec: SweepSpec, trial_dir: Path) -> dict[str, 
 
     start = time.perf_counter()
     trained_cfg, model, variables = load_for_inference(run_dir)
-    predict_config = PredictConfig(input_size=trained_cfg.input_size, flip=spec.evaluate.flip)
-    predictor = _predictor(model, trained_cfg.keypoints, predict_config, variables)
+    predictor = _predictor(model, trained_cfg.keypoints, _predict_config(trained_cfg, spec), variables)
     metrics = evaluate_dataset(predictor, data_spec, spec.evaluate.split, limit=spec.evaluate.limit,
                                out_json=trial_dir / PREDICTIONS_FILE, progress=False)
     eval_time = time.perf_counter() - start
