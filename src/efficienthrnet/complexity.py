@@ -100,6 +100,12 @@ class Profile:
         return 2 * self.macs
 
     @property
+    def activations(self) -> int:
+        """Elements of every normalised feature map (each BatchNorm's output, batch 1): the
+        memory traffic a small network's CPU step is bound by, more than by its MACs."""
+        return sum(math.prod(layer.out_hw) * layer.params // 2 for layer in self.layers if layer.kind == "batchnorm")
+
+    @property
     def xla_conv_flops(self) -> int:
         """What XLA's cost analysis counts for the convolutions and dense layers alone."""
         return 2 * self.unpadded_macs

@@ -97,11 +97,12 @@ class DeviceSpec:
       ray_address: Ray cluster to join; None: the RAY_ADDRESS environment variable, else a new
         local cluster.
       workers: the local executor's worker processes (1: trials one after another in this
-        process). With N > 1 the CPU cores this process may use are split into N equal sets, each
-        worker pinned to one set, so XLA sizes its thread pool to it; the seeds of one design go to
-        one worker, which compiles their step once. For machines with more cores than one small
-        trial keeps busy; on the 2-core VM two workers gave no gain (README "Sweeps"). Latency is
-        then timed on a worker's own cores (recorded as ``cpu_cores`` in each trial).
+        process), or "auto": one per CPU core this process may use, at most one per design. With
+        N > 1 the CPU cores are split into N equal sets, each worker pinned to one set, so XLA
+        sizes its thread pool to it; the seeds of one design go to one worker, which compiles their
+        step once, and the dearest designs go first (the task's cost estimate). For small trials,
+        which leave cores idle (README "Sweeps" for what it saved). Latency is then timed on a
+        worker's own cores (recorded as ``cpu_cores`` in each trial).
       compilation_cache: JAX's persistent compilation cache, so that a resumed or repeated sweep
         (and every Ray worker) reuses compiled steps: True keeps it in OUT/.jax_cache, a path puts it
         there (e.g. one cache for many sweeps), False turns it off. A cache the process already
@@ -115,7 +116,7 @@ class DeviceSpec:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     ray_address: str | None = None
-    workers: int = 1
+    workers: int | str = 1
     compilation_cache: bool | str = True
     compile_ahead: bool = True
 
@@ -276,8 +277,9 @@ def _check_spec(spec: SweepSpec, where: str) -> None:
                          f"{sorted(set(timed_rules) - set(spec.rules))} that the sweep does not run; "
                          f"choose from rules = {list(spec.rules)}")
     workers = spec.device.workers
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"{where}: device.workers {workers!r} must be an integer >= 1 (local worker processes)")
+    if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"{where}: device.workers {workers!r} must be an integer >= 1 (local worker processes) "
+                         f"or \"auto\" (one per CPU core)")
     cache = spec.device.compilation_cache
     if not isinstance(cache, bool) and not (isinstance(cache, str) and cache):
         raise ValueError(f"{where}: device.compilation_cache {cache!r} must be true, false or a folder path")

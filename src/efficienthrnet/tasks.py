@@ -43,6 +43,10 @@ class Task:
         compiles before it starts work (a pose trial: its state init and train step), so that the
         local executor can compile the next design on a background thread while one trains
         (``[device] compile_ahead``); None: each trial compiles its own.
+      cost_estimate: ``fn(trial, spec) -> float``, a trial's work in any unit shared by the
+        task's trials, so that worker processes and Ray take the dearest designs first (the
+        longest-processing-time rule: no worker is left idle while one runs a big design last);
+        None keeps the spec's order.
     """
 
     name: str
@@ -53,6 +57,7 @@ class Task:
     trains: bool = True
     check_train: Ref | None = None
     compile_ahead: Ref | None = None
+    cost_estimate: Ref | None = None
 
 
 _COSTS = ("params", "macs", "flops")
@@ -65,7 +70,8 @@ TASKS: dict[str, Task] = {
         Task("pose", "efficienthrnet.trials:run_pose_trial",
              fields=("AP", *_COSTS, "train_steps", "train_time_s", "eval_time_s", "final_loss", "latency_ms"),
              needs_data=True, check_train="efficienthrnet.trials:check_pose_train_table",
-             compile_ahead="efficienthrnet.trials:compile_pose_trial"),
+             compile_ahead="efficienthrnet.trials:compile_pose_trial",
+             cost_estimate="efficienthrnet.trials:estimate_pose_trial_cost"),
         Task("classify", "efficienthrnet.trials:run_classify_trial",
              fields=("top1", "top5", *_COSTS, "resolution", "num_classes", "train_steps", "final_loss"),
              plotter="efficienthrnet.trials:plot_classify_sweep"),
@@ -103,6 +109,12 @@ def compile_ahead_function(name: str) -> Callable[..., Any] | None:
     """The task's compile-ahead function (imported on first use), or None when it has none."""
     task = TASKS.get(name)
     return None if task is None or task.compile_ahead is None else resolve(task.compile_ahead)
+
+
+def cost_estimate_function(name: str) -> Callable[..., Any] | None:
+    """The task's cost estimate (imported on first use), or None when it has none."""
+    task = TASKS.get(name)
+    return None if task is None or task.cost_estimate is None else resolve(task.cost_estimate)
 
 
 def plotter(name: str) -> Callable[..., Any] | None:

@@ -98,6 +98,19 @@ def pose_train_config(trial: Trial, spec: SweepSpec):
     return TrainConfig.from_dict(table)
 
 
+def estimate_pose_trial_cost(trial: Trial, spec: SweepSpec) -> float:
+    """Images trained x feature-map elements per image at the size the trial trains.
+
+    On the 2-core VM the demo's designs trained at rates that follow their feature maps, not their
+    MACs: at equal MACs, width-only at 128 px (2.5-2.7 M elements) ran at 0.7x the images/s of the
+    compound rule at 96 px (1.6-1.8 M); compound at 2.4e8 ran as fast as at 1.7e8."""
+    from efficienthrnet.complexity import profile
+
+    config = pose_train_config(trial, spec)
+    size = config.input_size if config.input_size is not None else trial.model_config().input_size
+    return float(config.steps * config.batch_size * profile(trial.model_config(), size).activations)
+
+
 def compile_pose_trial(trial: Trial, spec: SweepSpec) -> None:
     """Compile what `run_pose_trial` compiles before its steady work: the state init and the
     train step (`train.compile_ahead`), then the evaluation network on the split's first image."""
