@@ -190,3 +190,20 @@ def test_measure_latency_reports_a_consistent_summary(fast_compile):
 def test_measure_latency_rejects_bad_counts():
     with pytest.raises(ValueError, match="repeats"):
         measure_latency(generate_config(-6), input_size=64, repeats=0)
+
+
+def test_activations_count_every_batchnorm_output_of_the_model():
+    """`Profile.activations` (the sweep's cost estimate) against the model's own BatchNorm outputs."""
+    import flax.linen as nn
+
+    cfg = generate_config(-3.5, rule="efficienthrnet")
+    model, hw = EfficientHRNet(cfg), (64, 96)
+    variables = _variable_shapes(model, hw)
+    x = jax.ShapeDtypeStruct((1, *hw, 3), jnp.float32)
+    _, state = jax.eval_shape(
+        lambda v, x: model.apply(v, x, train=False, capture_intermediates=lambda m, _: isinstance(m, nn.BatchNorm)),
+        variables, x)
+    outputs = jax.tree_util.tree_leaves(state["intermediates"])
+    assert len(outputs) == sum(layer.kind == "batchnorm" for layer in profile(cfg, hw).layers)
+    assert profile(cfg, hw).activations == sum(leaf.size for leaf in outputs)
+    assert profile(cfg, (128, 192)).activations > 3.9 * profile(cfg, hw).activations  # SE maps stay 1x1

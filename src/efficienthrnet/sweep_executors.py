@@ -2,7 +2,7 @@
 
 ``local`` runs trials one after another in this process (compiling the next design's programs on
 a background thread meanwhile, `CompileAhead`), or with ``[device] workers = N`` (or "auto") in N
-worker processes pinned to their own CPU cores, dearest design first (`longest_first`); ``ray``
+worker processes whose XLA thread pools each get a share of the CPU cores, dearest design first (`longest_first`); ``ray``
 runs them as Ray tasks, submitted in the same order. All report to a
 progress bar. `use_compilation_cache` points JAX's persistent cache where the spec says.
 """
@@ -30,6 +30,7 @@ from .sweep_store import (
     TRIALS_DIR,
     provenance,
     read_record,
+    set_compute_cores,
     write_json_atomic,
 )
 from .sweep_tasks import TaskFn, get_task
@@ -255,11 +256,26 @@ def core_sets(workers: int, cores: Sequence[int] | None = None) -> list[tuple[in
     return [tuple(cores[a:b]) for a, b in zip(bounds, bounds[1:])]
 
 
-def _pin_worker(slots) -> None:
-    """Worker start-up, before JAX starts: take one core set, so XLA's thread pool fits it."""
+def _start_worker(slots) -> None:
+    """Worker start-up: size XLA's CPU thread pool to one core set, then run on every core.
+
+    JAX's CPU client sizes its thread pool from the process's affinity when it starts, so the
+    worker takes its set, starts the backend, and gives the set back: its compute stays at its
+    share, while its host-side work (input pipeline, Python, compiling) may use a core the other
+    workers leave idle. On the 2-core VM (φ -2.46 @96, batch 4, `train_step.py`, 2026-12-07), a
+    process whose pool was sized for one core and then unpinned reached its first step in 65-67 s
+    against 76-97 s pinned throughout, and trained at 12.9-14.3 against 10.7-11.3 images/s, with
+    the pinned run's losses (so the same one-thread pool)."""
     cores = slots.get()
-    if cores:
-        os.sched_setaffinity(0, cores)
+    if not cores:
+        return
+    everything = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cores)
+    import jax
+
+    jax.devices()  # the CPU client and its thread pool start here, at this worker's share
+    os.sched_setaffinity(0, everything)
+    set_compute_cores(len(cores))
 
 
 def _run_group(trials: Sequence[Trial], spec: SweepSpec, out_dir: str, task_fn: TaskFn) -> list[dict[str, Any]]:
@@ -267,7 +283,7 @@ def _run_group(trials: Sequence[Trial], spec: SweepSpec, out_dir: str, task_fn: 
 
 
 def _run_workers(todo: Sequence[Trial], spec: SweepSpec, out_dir: Path, progress: _Progress) -> None:
-    """Design groups on a pool of ``spec.device.workers`` processes, each pinned to its cores.
+    """Design groups, dearest first, on a pool of worker processes, each computing on its share of the cores.
 
     Processes are spawned (not forked: this process may have started JAX). A worker that dies
     (e.g. out of memory) fails its group's trials with that error; a rerun resumes them.
@@ -282,7 +298,7 @@ def _run_workers(todo: Sequence[Trial], spec: SweepSpec, out_dir: Path, progress
     for cores in sets:
         slots.put(cores)
     out = str(out_dir.resolve())
-    with ProcessPoolExecutor(max_workers=len(sets), mp_context=context, initializer=_pin_worker,
+    with ProcessPoolExecutor(max_workers=len(sets), mp_context=context, initializer=_start_worker,
                              initargs=(slots,)) as pool:
         futures = {pool.submit(_run_group, group, spec, out, get_task(group[0].task)): group
                    for group in groups}

@@ -77,8 +77,21 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+#: In a sweep worker: the share of the cores its XLA thread pool was sized for (it then runs on all).
+_compute_cores: int | None = None
+
+
+def set_compute_cores(n: int | None) -> None:
+    """Record that XLA's CPU thread pool in this process was sized for ``n`` cores (a sweep worker)."""
+    global _compute_cores
+    _compute_cores = n
+
+
 def usable_cpu_cores() -> int:
-    """How many CPU cores this process may run on (its affinity where the OS tells, else all)."""
+    """How many CPU cores this process computes on: a sweep worker's share, else its affinity
+    where the OS tells, else all."""
+    if _compute_cores is not None:
+        return _compute_cores
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
