@@ -2,8 +2,8 @@
 
 ``local`` runs trials one after another in this process (compiling the next design's programs on
 a background thread meanwhile, `CompileAhead`), or with ``[device] workers = N`` (or "auto") in N
-worker processes whose XLA thread pools each get a share of the CPU cores, dearest design first (`longest_first`); ``ray``
-runs them as Ray tasks, submitted in the same order. All report to a
+worker processes whose XLA thread pools each get a share of the CPU cores, dearest design first
+(`longest_first`); ``ray`` runs them as Ray tasks, submitted in the same order. All report to a
 progress bar. `use_compilation_cache` points JAX's persistent cache where the spec says.
 """
 

@@ -98,11 +98,11 @@ class DeviceSpec:
         local cluster.
       workers: the local executor's worker processes (1: trials one after another in this
         process), or "auto": one per CPU core this process may use, at most one per design. With
-        N > 1 the CPU cores are split into N equal sets, each worker pinned to one set, so XLA
-        sizes its thread pool to it; the seeds of one design go to one worker, which compiles their
-        step once, and the dearest designs go first (the task's cost estimate). For small trials,
-        which leave cores idle (README "Sweeps" for what it saved). Latency is then timed on a
-        worker's own cores (recorded as ``cpu_cores`` in each trial).
+        N > 1 the CPU cores are split into N equal sets and each worker's XLA thread pool is sized
+        to one set (the worker then runs on every core, for its host-side work); the seeds of one
+        design go to one worker, which compiles their step once, and the dearest designs go first
+        (the task's cost estimate). For small trials, which leave cores idle (README "Sweeps" for
+        what it saved). Latency is then timed with a worker's share (``cpu_cores`` in each trial).
       compilation_cache: JAX's persistent compilation cache, so that a resumed or repeated sweep
         (and every Ray worker) reuses compiled steps: True keeps it in OUT/.jax_cache, a path puts it
         there (e.g. one cache for many sweeps), False turns it off. A cache the process already

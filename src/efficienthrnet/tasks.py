@@ -105,22 +105,25 @@ def run_function(name: str) -> Callable[..., Any]:
     return resolve(get_task(name).run)
 
 
+def _optional_function(name: str, field: str) -> Callable[..., Any] | None:
+    """A task's optional function ``field`` (imported on first use), or None when it has none."""
+    ref = getattr(TASKS.get(name), field, None)
+    return None if ref is None else resolve(ref)
+
+
 def compile_ahead_function(name: str) -> Callable[..., Any] | None:
-    """The task's compile-ahead function (imported on first use), or None when it has none."""
-    task = TASKS.get(name)
-    return None if task is None or task.compile_ahead is None else resolve(task.compile_ahead)
+    """The task's compile-ahead function, or None when it has none."""
+    return _optional_function(name, "compile_ahead")
 
 
 def cost_estimate_function(name: str) -> Callable[..., Any] | None:
-    """The task's cost estimate (imported on first use), or None when it has none."""
-    task = TASKS.get(name)
-    return None if task is None or task.cost_estimate is None else resolve(task.cost_estimate)
+    """The task's cost estimate, or None when it has none."""
+    return _optional_function(name, "cost_estimate")
 
 
 def plotter(name: str) -> Callable[..., Any] | None:
     """The task's own plotter, or None for the standard plots (also for tasks not in the table)."""
-    task = TASKS.get(name)
-    return None if task is None or task.plotter is None else resolve(task.plotter)
+    return _optional_function(name, "plotter")
 
 
 def register_task(name: str, run: Ref, *, replace: bool = False, **settings: Any) -> Task:
