@@ -20,6 +20,7 @@ from flax import traverse_util
 from efficienthrnet.complexity import DECONV_STRIDE, measure_latency, profile, profile_classifier
 from efficienthrnet.nn.efficientnet import EfficientNetClassifier
 from efficienthrnet.nn.model import EfficientHRNet
+from efficienthrnet.nn.ops import native_convolutions
 from efficienthrnet.scaling import generate_config
 
 CONV_PRIMITIVES = ("conv_general_dilated", "dot_general")
@@ -115,7 +116,14 @@ def _per_conv_xla_flops(fn, *args) -> list[int]:
 
 
 def _apply(model):
-    return lambda v, x: model.apply(v, x, train=False)
+    """The forward pass with every conv a lax conv (`native_convolutions`), as the profile counts
+    them: on CPU the stem would otherwise be a dot of its patches, padded taps included."""
+
+    def forward(v, x):
+        with native_convolutions():
+            return model.apply(v, x, train=False)
+
+    return forward
 
 
 def _merge_deconv_phases(xla: list[int], p) -> list[int]:

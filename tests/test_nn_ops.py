@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from efficienthrnet.nn.ops import (
+    IM2COL_MAX_IN_CHANNELS,
     conv_general,
     conv_transpose_torch,
     depthwise_conv2d,
@@ -159,14 +160,16 @@ NHWC = ("NHWC", "HWIO", "NHWC")
 
 
 @pytest.mark.parametrize(
-    "kernel,strides,padding,groups",
-    [(1, (1, 1), "SAME", 1), (1, (1, 1), ((0, 0), (0, 0)), 1), (1, (2, 2), "SAME", 1),
-     (3, (1, 1), ((1, 1), (1, 1)), 1), (1, (1, 1), ((1, 0), (0, 1)), 1), (1, (1, 1), "SAME", 2)],
+    "kernel,strides,padding,groups,channels",
+    [(1, (1, 1), "SAME", 1, 8), (1, (1, 1), ((0, 0), (0, 0)), 1, 8), (1, (2, 2), "SAME", 1, 8),
+     (3, (1, 1), ((1, 1), (1, 1)), 1, 8), (1, (1, 1), ((1, 0), (0, 1)), 1, 8), (1, (1, 1), "SAME", 2, 8),
+     # few input channels: the patches' dot on CPU (the stem's TF-same and torch paddings, odd sizes)
+     (3, (2, 2), ((0, 1), (0, 1)), 1, 3), (3, (2, 2), ((1, 1), (1, 1)), 1, 3), (5, (1, 2), ((2, 1), (0, 2)), 1, 2)],
 )
-def test_conv_general_matches_lax_conv_in_values_and_gradients(kernel, strides, padding, groups):
+def test_conv_general_matches_lax_conv_in_values_and_gradients(kernel, strides, padding, groups, channels):
     rng = np.random.default_rng(kernel + strides[0] + groups)
-    x = jnp.asarray(rng.normal(size=(2, 6, 5, 8)), jnp.float32)
-    k = jnp.asarray(rng.normal(size=(kernel, kernel, 8 // groups, 6)), jnp.float32)
+    x = jnp.asarray(rng.normal(size=(2, 7, 5, channels)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(kernel, kernel, channels // groups, 6)), jnp.float32)
     out = jnp.asarray(rng.normal(size=jax.eval_shape(
         lambda: jax.lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=NHWC,
                                              feature_group_count=groups)).shape), jnp.float32)
@@ -183,14 +186,18 @@ def test_conv_general_matches_lax_conv_in_values_and_gradients(kernel, strides, 
         np.testing.assert_allclose(g, h, rtol=1e-5, atol=1e-5)
 
 
-def test_conv_general_is_a_dot_only_for_pointwise_convs_on_cpu():
-    x = jnp.ones((1, 4, 4, 3))
-    primitives = lambda k, **kw: {e.primitive.name for e in jax.make_jaxpr(
-        lambda x, k: conv_general(x, k, (1, 1), "SAME", dimension_numbers=NHWC, **kw))(x, k).eqns}
+def test_conv_general_is_a_dot_only_for_pointwise_and_narrow_input_convs_on_cpu():
+    primitives = lambda k, padding="SAME", channels=3, **kw: {e.primitive.name for e in jax.make_jaxpr(
+        lambda x, k: conv_general(x, k, (1, 1), padding, dimension_numbers=NHWC, **kw))(
+        jnp.ones((1, 4, 4, channels)), k).eqns}
     pointwise = primitives(jnp.ones((1, 1, 3, 2)))
     on_cpu = jax.default_backend() == "cpu"
     assert ("dot_general" in pointwise) == on_cpu and ("conv_general_dilated" in pointwise) != on_cpu
-    assert "conv_general_dilated" in primitives(jnp.ones((3, 3, 3, 2)))
+    narrow = primitives(jnp.ones((3, 3, 3, 2)), ((1, 1), (1, 1)))
+    assert ("dot_general" in narrow) == on_cpu and ("conv_general_dilated" in narrow) != on_cpu
+    wide = 2 * IM2COL_MAX_IN_CHANNELS
+    assert "conv_general_dilated" in primitives(jnp.ones((3, 3, wide, 2)), ((1, 1), (1, 1)), channels=wide)
+    assert "conv_general_dilated" in primitives(jnp.ones((3, 3, 3, 2)))  # "SAME": left to lax
     with native_convolutions():  # export: every conv stays one lax conv
         assert primitives(jnp.ones((1, 1, 3, 2))) == {"conv_general_dilated"}
     assert "conv_general_dilated" in primitives(jnp.ones((1, 1, 3, 2)), rhs_dilation=(2, 2))

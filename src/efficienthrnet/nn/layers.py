@@ -1,7 +1,7 @@
 """Layer factories and initialisation schemes shared by the backbone, the HR network and the head.
 
 As in the Flax ImageNet example, each top-level module builds its conv and norm factories once
-(`functools.partial` of `nn.Conv` / `nn.BatchNorm` with its config's epsilon, momentum, dtype
+(`functools.partial` of `nn.Conv` / `BatchNorm` with its config's epsilon, momentum, dtype
 and kernel initialiser) and hands them to its blocks, which only choose widths, kernels and
 names. So the BatchNorm constants and the dtype are set in one place per part.
 
@@ -32,6 +32,7 @@ import numpy as np
 from flax import linen as nn
 from flax import struct
 
+from efficienthrnet.nn.batch_norm import BatchNorm
 from efficienthrnet.nn.ops import conv_general, conv_kernel_init
 
 ModuleDef = Any
@@ -188,8 +189,8 @@ def conv_factory(dtype: Any = jnp.float32, kernel_init: Initializer = he_normal)
 
 
 def norm_factory(eps: float, decay: float, train: bool, dtype: Any = jnp.float32) -> ModuleDef:
-    """`nn.BatchNorm` with a part's epsilon and momentum: batch statistics in training, the running
-    averages otherwise."""
+    """BatchNorm with a part's epsilon and momentum: batch statistics in training, the running
+    averages otherwise. `batch_norm.BatchNorm` is flax's with a hand-written training backward."""
     return functools.partial(
-        nn.BatchNorm, use_running_average=not train, momentum=decay, epsilon=eps, dtype=dtype
+        BatchNorm, use_running_average=not train, momentum=decay, epsilon=eps, dtype=dtype
     )

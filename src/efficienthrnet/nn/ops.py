@@ -11,8 +11,12 @@
   unpadded) convolution runs as one 2-D matrix product on CPU. XLA's CPU convolution of a 1x1
   kernel was 1.8-5.9x slower forward+backward than that dot on seven backbone shapes
   (`benchmarks/pointwise.py`), and pointwise convs hold most of an EfficientNet's MACs. On GPU/TPU,
-  and inside `native_convolutions()` (export), the native convolution is kept. 3x3 convs stay
-  native everywhere: as nine shifted dots or as im2col they were slower on CPU too.
+  and inside `native_convolutions()` (export), the native convolution is kept. A conv of an input
+  with at most `IM2COL_MAX_IN_CHANNELS` channels (the RGB stem) runs on CPU as one dot of its
+  k*k-tap patches: XLA's CPU convolution of the 3-channel 3x3 stride-2 stem at 8x256x256 took
+  51 ms forward and 30 ms for the kernel gradient, the patches' dot 14 and 13 ms. Wider 3x3 convs
+  stay native: as nine shifted dots or as im2col they were slower (14 channels at 64x64: 13 ms
+  against 4.6 ms forward).
 - `conv_transpose_torch`: ``torch.nn.ConvTranspose2d`` semantics (padding, output padding and the
   spatial kernel flip), so converted reference weights give the same numbers.
 - `tf_same_padding` / `torch_padding`: the two padding conventions the reference mixes.
@@ -246,21 +250,53 @@ def depthwise_conv2d(
 def _is_pointwise(rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
                   feature_group_count) -> bool:
     """A 1x1, stride-1, undilated, ungrouped, unpadded NHWC/HWIO conv: one [C, O] contraction."""
-    ones = lambda seq: seq is None or all(int(v) == 1 for v in seq)
     unpadded = padding in ("SAME", "VALID") or all(tuple(p) == (0, 0) for p in padding)
-    channels_last = jax.lax.conv_dimension_numbers(
-        (1,) * rhs.ndim, rhs.shape, dimension_numbers
-    ) == jax.lax.conv_dimension_numbers((1,) * rhs.ndim, rhs.shape, ("NHWC", "HWIO", "NHWC"))
-    return (rhs.ndim == 4 and rhs.shape[:2] == (1, 1) and ones(window_strides) and ones(lhs_dilation)
-            and ones(rhs_dilation) and feature_group_count == 1 and unpadded and channels_last)
+    return (rhs.ndim == 4 and rhs.shape[:2] == (1, 1) and _all_ones(window_strides) and _all_ones(lhs_dilation)
+            and _all_ones(rhs_dilation) and feature_group_count == 1 and unpadded
+            and _channels_last(rhs, dimension_numbers))
+
+
+#: Input channels up to which an ungrouped conv runs as one dot of its patches on CPU (module
+#: docstring): 3 (RGB) measured faster that way, 14 slower.
+IM2COL_MAX_IN_CHANNELS = 4
+
+
+def _is_narrow_input(rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count) -> bool:
+    """An undilated, ungrouped NHWC/HWIO conv with explicit padding of a few-channel input."""
+    return (rhs.ndim == 4 and rhs.shape[2] <= IM2COL_MAX_IN_CHANNELS and not isinstance(padding, str)
+            and _all_ones(lhs_dilation) and _all_ones(rhs_dilation) and feature_group_count == 1
+            and _channels_last(rhs, dimension_numbers))
+
+
+def _all_ones(seq) -> bool:
+    return seq is None or all(int(v) == 1 for v in seq)
+
+
+def _channels_last(rhs, dimension_numbers) -> bool:
+    spec = lambda numbers: jax.lax.conv_dimension_numbers((1,) * rhs.ndim, rhs.shape, numbers)
+    return spec(dimension_numbers) == spec(("NHWC", "HWIO", "NHWC"))
+
+
+def _conv_patches(lhs, rhs, strides, padding, precision):
+    """The conv as [pixels, kh*kw*C] patches (tap-major, as HWIO flattens) times [kh*kw*C, O]."""
+    padding = tuple((int(lo), int(hi)) for lo, hi in padding)
+    strides = tuple(int(s) for s in strides)
+    out_hw = _out_hw(lhs.shape, rhs.shape, strides, padding)
+    xp = _pad(lhs, padding)
+    kh, kw = rhs.shape[:2]
+    patches = jnp.concatenate([_window(xp, dy, dx, strides, out_hw) for dy in range(kh) for dx in range(kw)], -1)
+    out = jax.lax.dot_general(patches.reshape(-1, patches.shape[-1]), rhs.reshape(-1, rhs.shape[-1]),
+                              (((1,), (0,)), ((), ())), precision=precision)
+    return out.reshape(lhs.shape[0], *out_hw, rhs.shape[-1])
 
 
 def conv_general(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
                  dimension_numbers=None, feature_group_count=1, precision=None, **kwargs) -> jax.Array:
-    """`lax.conv_general_dilated` with the same arguments; a pointwise conv on CPU is a dot
-    (see module docstring). Same values and gradients (tested); `flax.linen.Conv` takes it as its
-    ``conv_general_dilated``."""
-    if jax.default_backend() == "cpu" and not _NATIVE.get() and not kwargs and _is_pointwise(
+    """`lax.conv_general_dilated` with the same arguments; on CPU a pointwise conv is a dot and a
+    conv of a few-channel input a dot of its patches (see module docstring). Same values and
+    gradients (tested); `flax.linen.Conv` takes it as its ``conv_general_dilated``."""
+    on_cpu = jax.default_backend() == "cpu" and not _NATIVE.get() and not kwargs
+    if on_cpu and _is_pointwise(
         rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count
     ):
         # As a 2-D [pixels, C] x [C, O] product: autodiff then gives the kernel gradient as one
@@ -269,6 +305,8 @@ def conv_general(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilat
         pixels = lhs.reshape(-1, lhs.shape[-1])
         out = jax.lax.dot_general(pixels, rhs[0, 0], (((1,), (0,)), ((), ())), precision=precision)
         return out.reshape(*lhs.shape[:-1], rhs.shape[-1])
+    if on_cpu and _is_narrow_input(rhs, padding, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count):
+        return _conv_patches(lhs, rhs, window_strides, padding, precision)
     return jax.lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
         dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
