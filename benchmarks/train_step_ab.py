@@ -31,10 +31,9 @@ from pathlib import Path
 import jax
 from flax import linen as nn
 
-from efficienthrnet.nn import layers
-from efficienthrnet.nn import ops
 from efficienthrnet import train as T
 from efficienthrnet.data.synthetic import make_synthetic_dataset
+from efficienthrnet.nn import layers, ops
 from efficienthrnet.nn.model import EfficientHRNet
 from efficienthrnet.scaling import generate_config
 from efficienthrnet.training.parallel import make_mesh
