@@ -14,6 +14,7 @@ Without --data it writes a small synthetic dataset to a temporary folder.
 
     .venv/bin/python benchmarks/train_step.py                 # phi=-4, 256 px, batch 8
     .venv/bin/python benchmarks/train_step.py --rule reference --freeze
+    .venv/bin/python benchmarks/train_step.py --rule reference --fixed-batch   # as train_step_reference.py
     .venv/bin/python benchmarks/train_step.py --compilation-cache /tmp/jc   # twice: cold, then warm start
     .venv/bin/python benchmarks/train_step.py --phi 0 --input-size 512 --batch 16 --steps 20
 """
@@ -45,6 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2, help="steps left out of the figures (compilation)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--fixed-batch", action="store_true",
+                   help="step on the pipeline's first batch over and over, as train_step_reference.py does, "
+                        "so that no input work shares the cores with the step")
     p.add_argument("--data", default=None, help="dataset spec; default: a synthetic set in a temp dir")
     p.add_argument("--compilation-cache", default=None, metavar="DIR",
                    help="JAX persistent compilation cache folder (run twice: the second launch is the warm one)")
@@ -52,6 +56,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.warmup < 1 or args.steps < 1 or args.warmup + args.steps < 3:
         p.error(f"--warmup {args.warmup} and --steps {args.steps} must both be >= 1 and add up to >= 3")
     return args
+
+
+class RepeatedBatch:
+    """The loader's first batch, over and over; the loader is closed once it has given it.
+
+    The reference's benchmark (`train_step_reference.py`) trains on one fixed batch, so its steps
+    share the cores with no input pipeline; with --fixed-batch this side does the same.
+    """
+
+    def __init__(self, loader):
+        self.loader = loader
+        self.state = None
+
+    def __iter__(self):
+        batch = next(iter(self.loader))
+        self.state = self.loader.get_state()
+        self.close()
+        while True:
+            yield batch
+
+    def get_state(self):
+        return self.state
+
+    def set_state(self, state):
+        self.loader.set_state(state)
+
+    def close(self):
+        if hasattr(self.loader, "close"):
+            self.loader.close()
 
 
 class StampedLoader:
@@ -115,9 +148,8 @@ def main(argv=None) -> dict:
             progress=False,
         )
         model_config = generate_config(args.phi, rule=args.rule)
-        loader = StampedLoader(
-            T.make_train_loader(data, T.effective_model_config(model_config, config), config)
-        )
+        loader = T.make_train_loader(data, T.effective_model_config(model_config, config), config)
+        loader = StampedLoader(RepeatedBatch(loader) if args.fixed_batch else loader)
         started = time.perf_counter()
         summary = T.train(model_config, config, data, Path(tmp) / "run", loader=loader)
         wall = time.perf_counter() - started
@@ -134,6 +166,7 @@ def main(argv=None) -> dict:
         "batch": args.batch,
         "dtype": args.dtype,
         "num_workers": args.num_workers,
+        "fixed_batch": args.fixed_batch,
         "compilation_cache": args.compilation_cache,
         "measured_steps": args.steps,
         "launch_to_first_step_s": round(loader.asked[2] - LAUNCHED, 2),
