@@ -24,6 +24,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import train_step_reference  # this folder: run as a script, it is on sys.path
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -39,6 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.pairs < 1:
         p.error(f"--pairs {args.pairs} must be at least 1")
+    train_step_reference.parse_args([str(args.reference)])  # a wrong checkout fails now, not after a launch
     return args
 
 
